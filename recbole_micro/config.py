@@ -1,0 +1,57 @@
+"""RecBole ``Config`` that layers recbole-micro's YAML defaults under the user's settings.
+
+Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
+``properties/model/<MODEL>.yaml`` < ``properties/dataset/<dataset>.yaml`` < the user's
+config files < config dicts < ``--key=value`` command-line flags.
+"""
+import os
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_micro.utils import get_model, properties_dir
+
+# Keys that decide how the multimodal dataset is built, compared when reusing a saved dataset.
+FEATURE_ARGUMENTS = ["modalities", "missing_feature_policy", "unknown_feature_policy"]
+
+
+class Config(RecBoleConfig):
+    """RecBole's ``Config`` with our model lookup and our YAML defaults.
+
+    Args:
+        model (str or type): model name (ours or RecBole's) or class.
+        dataset (str): dataset name.
+        config_file_list (list of str): the user's YAML files.
+        config_dict (dict): parameters that override the files.
+    """
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("Set the model: Config(model=...), a config file, a dict or --model=...")
+        if isinstance(model, str):
+            final_model, final_model_class = model, get_model(model)
+        else:
+            final_model, final_model_class = model.__name__, model
+        final_dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
+        if final_dataset is None:
+            raise KeyError("Set the dataset: Config(dataset=...), a config file, a dict or --dataset=...")
+        return final_model, final_model_class, final_dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        root = properties_dir()
+        dataset_file = root / "dataset" / f"{dataset}.yaml"
+        for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", dataset_file):
+            if file.is_file():
+                loaded = self._update_internal_config_dict(str(file)) or {}
+                if file == dataset_file:
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        self.parameters["Dataset"] += [k for k in FEATURE_ARGUMENTS if k not in self.parameters["Dataset"]]
+
+    def _set_default_parameters(self):
+        data_root = self.final_config_dict["data_path"]
+        super()._set_default_parameters()
+        # RecBole points ml-100k at the copy inside its wheel; we keep every dataset, ml-100k
+        # included, under data_path so that its cached features are written to a user folder.
+        self.final_config_dict["data_path"] = os.path.join(data_root, self.dataset)

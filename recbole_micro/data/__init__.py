@@ -1,0 +1,3 @@
+from recbole_micro.data.dataset import MultimodalDataset
+
+__all__ = ["MultimodalDataset"]

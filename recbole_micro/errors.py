@@ -1,0 +1,21 @@
+"""Errors with messages that name the file or setting at fault and say how to fix it."""
+
+
+class RecBoleMicroError(Exception):
+    """Base class: the run script prints these as one clear message and exits non-zero."""
+
+
+class UnknownModelError(RecBoleMicroError, ValueError):
+    """The model name is neither a recbole-micro model nor a RecBole model."""
+
+
+class DatasetNotPreparedError(RecBoleMicroError, FileNotFoundError):
+    """The dataset's atomic files are not where RecBole will look for them."""
+
+
+class FeatureFileError(RecBoleMicroError, ValueError):
+    """A modality feature file is missing, malformed or misaligned with the dataset."""
+
+
+class TextEncoderError(RecBoleMicroError, OSError):
+    """The sentence encoder is not available offline."""

@@ -1,0 +1,105 @@
+"""Running, tuning and reloading models: RecBole's quick_start, with our lookups.
+
+``recbole.quick_start`` is not imported: it imports ray at import time.
+"""
+import logging
+import sys
+from logging import getLogger
+
+from recbole.data import data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_micro.config import Config
+from recbole_micro.trainer import load_checkpoint, restore_model
+from recbole_micro.utils import create_dataset, get_model, get_trainer
+
+
+def _build(config):
+    """Dataset, dataloaders, model and trainer for ``config``."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dataset, (train_data, valid_data, test_data), model, trainer
+
+
+def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train ``model`` on ``dataset`` with early stopping, then evaluate the best model on test.
+
+    Args:
+        model (str): model name (ours or RecBole's).
+        dataset (str): dataset name.
+        config_file_list (list of str): YAML files with user settings.
+        config_dict (dict): settings that override the files.
+        saved (bool): save the best model and reload it for the test evaluation.
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        ``test_result``, and ``saved_model_file`` (None when ``saved`` is False).
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset, (train_data, valid_data, test_data), model, trainer = _build(config)
+    logger.info(dataset)
+    logger.info(model)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """The objective for RecBole's ``HyperTuning``: one training run with these settings."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    _, (train_data, valid_data, test_data), _, trainer = _build(config)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild the dataset, dataloaders and model of a saved checkpoint.
+
+    Returns:
+        tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    restore_model(model, checkpoint)
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,40 @@
+"""Packaging for recbole-micro.
+
+The YAML defaults live in the top-level ``properties/`` folder (RecBole's layout). They are
+shipped inside the package as ``recbole_micro/properties`` so that a non-editable
+``pip install .`` finds them too; ``recbole_micro.utils.properties_dir`` looks in both places.
+"""
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+
+def read_requirements(name):
+    lines = (HERE / name).read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+setup(
+    name="recbole-micro",
+    version="0.1.0",
+    description="LATTICE and MICRO multimedia recommenders (and multimodal feature hooks) for RecBole",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=[
+        "recbole_micro",
+        "recbole_micro.data",
+        "recbole_micro.model",
+        "recbole_micro.model.general_recommender",
+        "recbole_micro.properties",
+    ],
+    package_dir={"recbole_micro.properties": "properties"},
+    package_data={"recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    install_requires=read_requirements("requirements.txt"),
+    extras_require={"test": read_requirements("requirements-dev.txt")},
+    py_modules=[],
+    scripts=["run_recbole_micro.py"],
+)
