@@ -8,10 +8,8 @@ import os
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_micro.data.features import FEATURE_ARGUMENTS
 from recbole_micro.utils import get_model, properties_dir
-
-# Keys that decide how the multimodal dataset is built, compared when reusing a saved dataset.
-FEATURE_ARGUMENTS = ["modalities", "missing_feature_policy", "unknown_feature_policy"]
 
 
 class Config(RecBoleConfig):

@@ -10,6 +10,7 @@ from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_micro.config import Config
+from recbole_micro.data.prepared import ensure_dataset_prepared
 from recbole_micro.trainer import load_checkpoint, restore_model
 from recbole_micro.utils import create_dataset, get_model, get_trainer
 
@@ -39,6 +40,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
         ``test_result``, and ``saved_model_file`` (None when ``saved`` is False).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    ensure_dataset_prepared(config)  # before any logging: a missing dataset is one clear message
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

@@ -7,6 +7,7 @@ from recbole.utils.argument_list import dataset_arguments
 
 from recbole_micro.data.builders import run_feature_builder
 from recbole_micro.data.features import (
+    FEATURE_ARGUMENTS,
     align_to_items,
     check_finite,
     file_fingerprint,
@@ -18,7 +19,7 @@ from recbole_micro.data.features import (
 )
 from recbole_micro.errors import FeatureFileError
 
-REUSE_ARGUMENTS = ["seed", "repeatable", "modalities", "missing_feature_policy", "unknown_feature_policy"]
+REUSE_ARGUMENTS = ["seed", "repeatable"] + FEATURE_ARGUMENTS
 
 
 class MultimodalDataset(Dataset):

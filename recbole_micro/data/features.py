@@ -26,8 +26,11 @@ from recbole_micro.errors import FeatureFileError
 
 MISSING_POLICIES = ("error", "mean", "zero")
 UNKNOWN_POLICIES = ("error", "ignore")
+# Settings that decide how features are built: a saved dataset is reused only if they match.
+FEATURE_ARGUMENTS = ["modalities", "missing_feature_policy", "unknown_feature_policy"]
 SPEC_KEYS = {"file", "tokens", "field", "dim", "missing", "build"}
 TOKEN_SUFFIX = ".tokens"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -128,6 +131,12 @@ def read_feature_matrix(spec):
             f".npy with one row per item token) or fix `modalities.{spec.name}.file` in the dataset "
             f"YAML; relative paths are resolved against the dataset folder."
         )
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise FeatureFileError(
+                f"{path} (modality '{spec.name}') could not be read as .npy: it does not start with "
+                f"the .npy header. Save the matrix with numpy.save (CSV or text files are not read)."
+            )
     try:
         matrix = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
