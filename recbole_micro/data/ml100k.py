@@ -1,8 +1,8 @@
 """Two real content modalities for MovieLens-100k, computed from the files RecBole ships.
 
 - text: sentence embeddings of "title (year) genre, genre" (384-d MiniLM, offline);
-- knowledge: TF-IDF over the (relation, neighbour entity) pairs of each movie's Freebase entity
-  in ``ml-100k.kg``, reduced with truncated SVD and L2-normalised. Items without a linked
+- knowledge: TF-IDF over the (relation, neighbour entity) pairs and one-hop entities of each
+  movie's Freebase entity in ``ml-100k.kg``, reduced with truncated SVD and L2-normalised. Items without a linked
   entity (84 of 1,682) or without triples get no row and follow the missing-feature policy.
 
 Both are cached beside the dataset and rebuilt when their inputs or parameters change.
@@ -61,9 +61,11 @@ def build_text_features(dataset_dir, feature_file, token_file, logger=None, enco
 def knowledge_matrix(link_file, kg_file, dim=KNOWLEDGE_DIM, min_items=KNOWLEDGE_MIN_ITEMS):
     """Knowledge-graph vectors of the linked items.
 
-    Each item is described by the pairs (relation, tail) where its entity is the head and
-    (relation^-1, head) where it is the tail; pairs shared by fewer than ``min_items`` items are
-    dropped; TF-IDF weights them and truncated SVD reduces them to ``dim`` dimensions.
+    Each item is described by the terms (relation, tail) where its entity is the head,
+    (relation^-1, head) where it is the tail, and the bare entities within one hop, its own
+    included (so a film and its sequel share a term, as do two films of one series). Terms shared
+    by fewer than ``min_items`` items are dropped; TF-IDF weights them and truncated SVD reduces
+    them to ``dim`` dimensions.
 
     Returns:
         tuple: ``(tokens, matrix (len(tokens), dim) float32)``, rows L2-normalised, only for
@@ -75,14 +77,14 @@ def knowledge_matrix(link_file, kg_file, dim=KNOWLEDGE_DIM, min_items=KNOWLEDGE_
     link = read_atomic(link_file)
     kg = read_atomic(kg_file)
     entity_items = link.groupby("entity_id")["item_id"].apply(list).to_dict()
-    pairs = []  # (item token, description)
+    pairs = [(item, f"@{e}") for e, items in entity_items.items() for item in items]  # (item token, term)
     for entity, relation, other, inverse in (
         (kg["head_id"], kg["relation_id"], kg["tail_id"], ""),
         (kg["tail_id"], kg["relation_id"], kg["head_id"], "~"),
     ):
         for e, r, o in zip(entity, relation, other):
             for item in entity_items.get(e, ()):
-                pairs.append((item, f"{inverse}{r}|{o}"))
+                pairs += [(item, f"{inverse}{r}|{o}"), (item, f"@{o}")]
     frame = pd.DataFrame(pairs, columns=["item", "pair"]).drop_duplicates()
     support = frame.groupby("pair")["item"].transform("size")
     frame = frame[support >= min_items]

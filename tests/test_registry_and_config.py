@@ -1,0 +1,97 @@
+"""Model/trainer/dataset lookup with fallback to RecBole, and config layering."""
+import re
+import sys
+
+import pytest
+from recbole.data.dataset import Dataset
+from recbole.model.general_recommender.lightgcn import LightGCN
+from recbole.trainer import NCLTrainer
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import ModelType
+
+from recbole_micro.config import Config
+from recbole_micro.data.dataset import MultimodalDataset
+from recbole_micro.errors import UnknownModelError
+from recbole_micro.model.general_recommender.vbpr import VBPR
+from recbole_micro.trainer import CheckpointMixin, Trainer
+from recbole_micro.utils import OUR_MODEL_PACKAGE, create_dataset, get_model, get_trainer, our_model_names, properties_dir
+
+from conftest import build
+
+
+def test_our_models_first_then_recbole():
+    assert get_model("VBPR") is VBPR
+    assert get_model("LightGCN") is LightGCN
+    assert "VBPR" in our_model_names()
+
+
+def test_unknown_model_names_it_and_lists_ours():
+    with pytest.raises(UnknownModelError) as err:
+        get_model("NoSuchModel")
+    assert "'NoSuchModel'" in str(err.value) and "VBPR" in str(err.value)
+    with pytest.raises(UnknownModelError, match="Did you mean 'VBPR'"):
+        get_model("vbpr")
+
+
+def test_trainers_load_checkpoints_explicitly():
+    assert get_trainer(ModelType.GENERAL, "VBPR") is Trainer
+    lightgcn_trainer = get_trainer(ModelType.GENERAL, "LightGCN")
+    assert issubclass(lightgcn_trainer, CheckpointMixin) and issubclass(lightgcn_trainer, RecBoleTrainer)
+    ncl_trainer = get_trainer(ModelType.GENERAL, "NCL")  # a RecBole model with its own trainer
+    assert issubclass(ncl_trainer, NCLTrainer) and issubclass(ncl_trainer, CheckpointMixin)
+    assert get_trainer(ModelType.GENERAL, "NCL") is ncl_trainer
+
+
+def test_dataset_class_follows_the_model(tiny):
+    _, dataset, _ = build("VBPR", tiny)
+    assert isinstance(dataset, MultimodalDataset)
+    config = Config(model="BPR", dataset="tiny", config_dict=tiny.config_dict())
+    plain = create_dataset(config)
+    assert type(plain) is Dataset
+
+
+def test_layering_yaml_default_file_dict_cmdline(tiny, monkeypatch):
+    base = Config(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
+    assert base["valid_metric"] == "Recall@20"  # our overall.yaml over RecBole's MRR@10
+    assert base["reg_weight"] == 1e-4  # properties/model/VBPR.yaml
+    user_file = tiny.root / "user.yaml"
+    user_file.write_text("reg_weight: 0.001\nembedding_size: 32\nstopping_step: 3\n")
+    from_file = Config(model="VBPR", dataset="tiny", config_file_list=[str(user_file)])
+    assert (from_file["reg_weight"], from_file["embedding_size"]) == (1e-3, 32)
+    from_dict = Config(model="VBPR", dataset="tiny", config_file_list=[str(user_file)], config_dict={"reg_weight": 5e-3})
+    assert (from_dict["reg_weight"], from_dict["embedding_size"]) == (5e-3, 32)
+    monkeypatch.setattr(sys, "argv", ["run", "--reg_weight=0.007"])
+    from_cmd = Config(model="VBPR", dataset="tiny", config_file_list=[str(user_file)], config_dict={"reg_weight": 5e-3})
+    assert (from_cmd["reg_weight"], from_cmd["embedding_size"], from_cmd["stopping_step"]) == (7e-3, 32, 3)
+
+
+def test_dataset_yaml_and_data_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    config = Config(model="VBPR", dataset="ml-100k", config_dict={"data_path": str(tmp_path)})
+    assert config["data_path"] == str(tmp_path / "ml-100k")  # not RecBole's wheel
+    assert set(config["modalities"]) == {"textual", "knowledge"}
+    assert config["modalities"]["knowledge"]["missing"] == "mean"
+
+
+def test_yaml_defaults_ship_with_the_package():
+    root = properties_dir()
+    assert (root / "overall.yaml").is_file()
+    for name in our_model_names():
+        assert (root / "model" / f"{name}.yaml").is_file(), name
+
+
+def test_every_key_a_model_reads_has_a_default(monkeypatch):
+    """RecBole returns None for a missing key: every config[...] a model reads needs a YAML default."""
+    import importlib
+    import inspect
+
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    for name in our_model_names():
+        model_class = get_model(name)
+        sources = "".join(inspect.getsource(c) for c in model_class.__mro__ if c.__module__.startswith("recbole_micro"))
+        keys = set(re.findall(r'config\["([A-Za-z_]+)"\]', sources))
+        assert keys, name
+        config = Config(model=name, dataset="ml-100k")
+        missing = [k for k in keys if k not in config.final_config_dict]
+        assert not missing, f"{name} reads {missing} without a YAML default"
+    assert importlib.import_module(OUR_MODEL_PACKAGE)
