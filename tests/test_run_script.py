@@ -1,0 +1,89 @@
+"""run_recbole_micro.py as users call it (a subprocess), and the packaging of the YAMLs."""
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SCRIPT = REPO / "run_recbole_micro.py"
+
+
+def run_script(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_summary(output, model):
+    lines = output.strip().splitlines()[-3:]
+    assert lines[0].split() == ["recall@20", "ndcg@20", "precision@20"], output[-2000:]
+    for split, line in zip(("valid", "test"), lines[1:]):
+        fields = line.split()
+        assert fields[0] == split and len(fields) == 4
+        assert all(0.0 <= float(v) <= 1.0 for v in fields[1:])
+    assert f"{model} on tiny" in output
+
+
+@pytest.mark.parametrize("model", ["VBPR", "LightGCN"])
+def test_script_trains_ours_and_a_recbole_baseline(tiny, model):
+    config_file = tiny.write_config()
+    result = run_script(f"--model={model}", "-d", "tiny", f"--config_files={config_file}", "--epochs=1", cwd=tiny.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_summary(result.stdout, model)
+    assert list((tiny.root / "saved").glob(f"{model}-*.pth"))
+
+
+def test_key_value_flags_reach_recbole(tiny):
+    config_file = tiny.write_config()
+    result = run_script("-m", "VBPR", "-d", "tiny", f"--config_files={config_file}", "--embedding_size=8",
+                        "--state=INFO", cwd=tiny.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(item_embedding): Embedding(33, 8)" in result.stdout + result.stderr
+
+
+def test_unknown_model_exits_non_zero_and_lists_ours(tiny):
+    result = run_script("--model=Foo", cwd=tiny.root)
+    assert result.returncode == 2
+    assert "Unknown model 'Foo'" in result.stderr and "VBPR" in result.stderr
+
+
+def test_unprepared_dataset_says_what_is_expected(tiny):
+    result = run_script("--model=VBPR", "--dataset=baby", cwd=tiny.root)
+    assert result.returncode == 2
+    assert "Dataset 'baby' is not prepared" in result.stderr
+    assert str(tiny.root / "dataset" / "baby" / "baby.inter") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_non_editable_install_finds_the_yamls(tmp_path):
+    """`pip install .` (not editable) ships properties/ inside the package."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    wheel = next(wheel_dir.glob("recbole_micro-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for path in ("recbole_micro/properties/overall.yaml", "recbole_micro/properties/model/VBPR.yaml",
+                 "recbole_micro/properties/dataset/ml-100k.yaml"):
+        assert path in names
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    probe = (
+        "import sys; sys.argv=['x']\n"
+        "from recbole_micro.utils import properties_dir\n"
+        "from recbole_micro.config import Config\n"
+        "c = Config(model='VBPR', dataset='ml-100k')\n"
+        "print(properties_dir()); print(c['valid_metric'], c['feat_embedding_size'], sorted(c['modalities']))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    where, values = out.stdout.strip().splitlines()[-2:]
+    assert Path(where) == target / "recbole_micro" / "properties"
+    assert values == "Recall@20 64 ['knowledge', 'textual']"
