@@ -98,15 +98,14 @@ def get_trainer(model_type, model_name):
     ours = getattr(our_trainers, f"{model_name}Trainer", None)
     if ours is not None:
         return ours
-    if model_type == ModelType.GENERAL and _is_multimodal(model_name):
+    if model_type == ModelType.GENERAL and _is_multimodal(get_model(model_name)):
         return our_trainers.Trainer
     return our_trainers.with_checkpoint_loading(recbole_get_trainer(model_type, model_name))
 
 
-def _is_multimodal(model_name):
+def _is_multimodal(model_class):
     from recbole_micro.model.abstract_recommender import MultimodalRecommender
 
-    model_class = get_model(model_name)
     return isinstance(model_class, type) and issubclass(model_class, MultimodalRecommender)
 
 
@@ -124,7 +123,8 @@ def create_dataset(config):
     from recbole_micro.data.prepared import ensure_dataset_prepared
 
     ensure_dataset_prepared(config)
-    if not _is_multimodal(config["model"]):
+    model_class = getattr(config, "model_class", None) or get_model(config["model"])
+    if not _is_multimodal(model_class):
         return recbole_create_dataset(config)
 
     logger = getLogger()
