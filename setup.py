@@ -32,7 +32,7 @@ setup(
         "recbole_micro.properties",
     ],
     package_dir={"recbole_micro.properties": "properties"},
-    package_data={"recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    package_data={"recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "profiles/*.yaml"]},
     install_requires=read_requirements("requirements.txt"),
     extras_require={"test": read_requirements("requirements-dev.txt")},
     py_modules=[],

@@ -62,3 +62,32 @@ def with_checkpoint_loading(trainer_class):
 
 class Trainer(CheckpointMixin, RecBoleTrainer):
     """RecBole's :class:`~recbole.trainer.Trainer` with explicit checkpoint loading."""
+
+
+class LRDecayTrainer(Trainer):
+    """Trainer with the official code's learning-rate decay: lr * lr_decay^(epoch / lr_decay_epochs).
+
+    The factor is applied once per epoch (a LambdaLR stepped per epoch); ``lr_decay: 1`` (the
+    default) leaves the learning rate constant.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.lr_decay = config["lr_decay"]
+        self.lr_decay_epochs = config["lr_decay_epochs"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda epoch: self.lr_decay ** (epoch / self.lr_decay_epochs)
+        )
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.scheduler.step()
+        return loss
+
+
+class LATTICETrainer(LRDecayTrainer):
+    """LATTICE's trainer: optional per-epoch learning-rate decay."""
+
+
+class MICROTrainer(LRDecayTrainer):
+    """MICRO's trainer: optional per-epoch learning-rate decay."""

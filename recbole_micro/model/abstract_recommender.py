@@ -1,8 +1,13 @@
-"""The base class of recbole-micro's multimodal models."""
+"""The base classes of recbole-micro's multimodal models."""
+import numpy as np
 import torch
+import torch.nn as nn
 from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.loss import BPRLoss, EmbLoss
 
 from recbole_micro.errors import FeatureFileError
+from recbole_micro.model.backbones import build_backbone
+from recbole_micro.model.layers import SparseGraph, knn_graph, symmetric_normalize
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -60,3 +65,169 @@ class MultimodalRecommender(GeneralRecommender):
                 + ". Retrain, or restore the feature files the model was trained with."
             )
         super().load_other_parameter(para)
+
+
+class ItemGraphRecommender(MultimodalRecommender):
+    """Shared machinery of LATTICE and MICRO: a CF backbone plus per-modality item graphs.
+
+    Per modality m it keeps the initial graph S~^m = norm(kNN(e^m)) built once from the raw
+    features (Eqs. 1-3) and the transform W_m e^m + b_m (Eq. 4) whose kNN graph A~^m is
+    learned. The learned graphs are rebuilt with gradients on the first training batch of
+    every epoch (RecBole calls ``train()`` once per epoch), reused detached on the other
+    batches, and rebuilt without gradients for evaluation.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["embedding_size"]
+        self.knn_k = config["knn_k"]
+        self.knn_chunk_size = config["knn_chunk_size"]
+        self.lambda_coeff = config["lambda_coeff"]
+        self.n_item_layers = config["n_item_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.reg_target = config["reg_target"]
+        self.feat_trainable = config["feat_trainable"]
+        self.cf_model = config["cf_model"]
+        self.cf_n_layers = config["cf_n_layers"]
+        self.cf_adj_norm = config["cf_adj_norm"]
+        self.mess_dropout = config["mess_dropout"]
+        if self.reg_target not in ("ego", "final"):
+            raise ValueError(f"reg_target is {self.reg_target!r}; use 'ego' or 'final'")
+
+        # define layers and loss
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        self.feat_transforms = nn.ModuleDict(
+            {m: nn.Linear(self.modality_dims[m], self.embedding_size) for m in self.modality_names}
+        )
+        if self.feat_trainable:  # the official code trains the raw feature tables
+            self.raw_feats = nn.ParameterDict(
+                {m: nn.Parameter(self.modality_feat(m).clone()) for m in self.modality_names}
+            )
+        self.backbone = build_backbone(
+            self.cf_model, dataset.inter_matrix(form="coo").astype(np.float32), self.n_users, self.n_items,
+            self.cf_n_layers, self.embedding_size, self.cf_adj_norm, self.mess_dropout,
+        )
+        self.mf_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+
+        # initial graphs S~^m (Eqs. 1-3), fixed, never in checkpoints
+        with torch.no_grad():
+            for m in self.modality_names:
+                graph = symmetric_normalize(knn_graph(self.modality_feat(m), self.knn_k, self.knn_chunk_size))
+                self.register_buffer(f"{m}_initial_idx", graph.idx, persistent=False)
+                self.register_buffer(f"{m}_initial_val", graph.val, persistent=False)
+
+        # graph schedule and evaluation caches
+        self.rebuild_graph = True
+        self.graph_builds = 0
+        self._graph_cache = None
+        self.restore_user_e = None
+        self.restore_item_e = None
+
+        # parameters initialization (Xavier, as the papers say; feature tables untouched)
+        for module in [self.user_embedding, self.item_embedding, *self.feat_transforms.values()]:
+            nn.init.xavier_uniform_(module.weight)
+        for module in self.feat_transforms.values():
+            nn.init.zeros_(module.bias)
+
+    def train(self, mode=True):
+        if mode:
+            self.rebuild_graph = True
+        return super().train(mode)
+
+    def raw_feat(self, m):
+        """(N, d_m) raw features e^m (trainable copies when ``feat_trainable``)."""
+        return self.raw_feats[m] if self.feat_trainable else self.modality_feat(m)
+
+    def transformed_feat(self, m):
+        """e~^m = W_m e^m + b_m (Eq. 4), (N, embedding_size)."""
+        return self.feat_transforms[m](self.raw_feat(m))
+
+    def initial_graph(self, m):
+        """S~^m (Eqs. 1-3), built once from the raw features."""
+        return SparseGraph(getattr(self, f"{m}_initial_idx"), getattr(self, f"{m}_initial_val"))
+
+    def learned_knn(self, m):
+        """kNN(e~^m) before normalisation: A^m of Eqs. 1-2 on the transformed features."""
+        return knn_graph(self.transformed_feat(m), self.knn_k, self.knn_chunk_size)
+
+    def learned_graph(self, m):
+        """A~^m = norm(kNN(e~^m)) (Eqs. 1-4)."""
+        return symmetric_normalize(self.learned_knn(m))
+
+    def build_item_graphs(self):
+        """The item graph(s) used for propagation; overridden by LATTICE and MICRO."""
+        raise NotImplementedError
+
+    def item_graphs(self):
+        """The item graphs for this forward pass, following the rebuild schedule.
+
+        In training, the first call of an epoch builds them with gradients (and keeps a
+        detached copy); later calls reuse the copy. In evaluation they are rebuilt without
+        gradients, from the current parameters.
+        """
+        if self.training and not self.rebuild_graph and self._graph_cache is not None:
+            return self._graph_cache
+        graphs = self.build_item_graphs()
+        self.graph_builds += 1
+        if self.training:
+            self.rebuild_graph = False
+            self._graph_cache = tree_detach(graphs)
+        return graphs
+
+    def cf_embeddings(self):
+        """x~_u (U, d), x~_i (N, d) from the CF backbone."""
+        return self.backbone(self.user_embedding.weight, self.item_embedding.weight)
+
+    def regularization(self, user, pos_item, neg_item, user_all, item_all):
+        """L2 on the batch's ego embeddings (paper), or on its final embeddings (official)."""
+        if self.reg_target == "final":
+            return self.reg_loss(user_all[user], item_all[pos_item], item_all[neg_item], require_pow=True)
+        return self.reg_loss(
+            self.user_embedding(user), self.item_embedding(pos_item), self.item_embedding(neg_item), require_pow=True
+        )
+
+    def bpr_and_reg(self, interaction, user_all, item_all):
+        """BPR loss (Eq. 18, batch mean) and weighted L2 for one batch."""
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        neg_item = interaction[self.NEG_ITEM_ID]
+        u = user_all[user]
+        pos_scores = (u * item_all[pos_item]).sum(dim=1)
+        neg_scores = (u * item_all[neg_item]).sum(dim=1)
+        mf_loss = self.mf_loss(pos_scores, neg_scores)
+        return mf_loss, self.reg_weight * self.regularization(user, pos_item, neg_item, user_all, item_all)
+
+    def predict(self, interaction):
+        if self.restore_user_e is None:
+            self.restore_user_e, self.restore_item_e = self.forward()
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        return (self.restore_user_e[user] * self.restore_item_e[item]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        if self.restore_user_e is None:
+            self.restore_user_e, self.restore_item_e = self.forward()
+        user = interaction[self.USER_ID]
+        return (self.restore_user_e[user] @ self.restore_item_e.t()).view(-1)
+
+    def clear_cache(self):
+        self.restore_user_e, self.restore_item_e = None, None
+
+    def load_other_parameter(self, para):
+        super().load_other_parameter(para)
+        self.clear_cache()  # weights changed: cached final embeddings are stale
+        self._graph_cache = None
+        self.rebuild_graph = True
+
+
+def tree_detach(graphs):
+    """Detach a graph or a dict/list of graphs."""
+    if isinstance(graphs, SparseGraph):
+        return graphs.detach()
+    if isinstance(graphs, dict):
+        return {k: tree_detach(v) for k, v in graphs.items()}
+    return [tree_detach(g) for g in graphs]

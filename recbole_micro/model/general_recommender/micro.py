@@ -1,0 +1,214 @@
+r"""MICRO
+################################################
+Reference:
+    Jinghao Zhang, Yanqiao Zhu, Qiang Liu, Mengqi Zhang, Shu Wu and Liang Wang. "Latent Structure
+    Mining with Contrastive Modality Fusion for Multimedia Recommendation." IEEE TKDE, 2022
+    (Eqs. 1-19; arXiv v1 is the earlier model without the modality-specific branch and h_u).
+
+Reference code:
+    https://github.com/CRIPAC-DIG/MICRO (implements the v1 model: no Eqs. 11-17)
+
+Differences from the paper and the official code (each an option; the TKDE paper by default):
+    - Graphs are sparse (N x k slots) and built in row chunks; the contrastive loss is exact over
+      all items, computed in anchor chunks under checkpointing: no N x N matrix.
+    - L_C uses -log (TKDE Eq. 10 drops it, a typo: v1 and the code have it), is one-directional
+      and averaged over modalities (TKDE Eq. 9). ``cl_symmetric`` adds the v1 reverse term and
+      ``cl_reduce: sum`` sums over modalities as the official code does.
+    - L_S (Eq. 13) is the per-item squared dot product averaged over items; with more than two
+      modalities it is summed over the modality pairs.
+    - ``use_specific``, ``use_user_pref`` and ``use_contrastive`` switch off Eqs. 11-15, Eqs.
+      16-17's h_u and Eqs. 7-10 (the TKDE ablations); the official code equals
+      ``use_specific: False, use_user_pref: False, cl_reduce: sum``.
+    - Negative similarities are zeroed and each item is its own nearest neighbour, as in LATTICE.
+"""
+import itertools
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.utils import InputType
+
+from recbole_micro.model.abstract_recommender import ItemGraphRecommender
+from recbole_micro.model.layers import NORM_EPS, info_nce_loss, propagate, skip_connection
+
+ITEM_REPRS = ("graph_id", "graph_feats", "feats")
+CL_REDUCES = ("mean", "sum")
+
+
+def row_normalized(matrix):
+    """D^-1 R as a torch sparse tensor; rows without entries stay zero."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.data[:] = 1.0
+    counts = np.asarray(matrix.sum(axis=1)).ravel()
+    scale = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    coo = (sp.diags(scale) @ matrix).tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False).coalesce()
+
+
+class MICRO(ItemGraphRecommender):
+    r"""MICRO: per-modality latent item graphs fused by contrastive learning (TKDE version).
+
+    Each modality m has its own graph A^m (Eq. 5) over which item ID embeddings are propagated
+    (Eq. 6) into h^m. An attention fuses them into the modality-shared h_c (Eqs. 7-8), trained
+    with an InfoNCE loss against each h^m (Eqs. 9-10); the modality-specific parts h^m - h_c
+    (Eqs. 11-12) are kept apart by a soft orthogonality loss (Eq. 13) and fused with h_c by a
+    second attention (Eqs. 14-15). The user gets the mean h_i of their training items (Eq. 16)
+    and the score is :math:`(\tilde{x}_u + \hat{h}_u)^\top (\tilde{x}_i + \hat{h}_i)` (Eq. 17).
+    """
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.tau = config["tau"]
+        self.cl_weight = config["cl_weight"]
+        self.ortho_weight = config["ortho_weight"]
+        self.cl_symmetric = config["cl_symmetric"]
+        self.cl_reduce = config["cl_reduce"]
+        self.cl_chunk_size = config["cl_chunk_size"]
+        self.use_contrastive = config["use_contrastive"]
+        self.use_specific = config["use_specific"]
+        self.use_user_pref = config["use_user_pref"]
+        self.item_repr = config["item_repr"]
+        if self.item_repr not in ITEM_REPRS:
+            raise ValueError(f"item_repr is {self.item_repr!r}; use one of {ITEM_REPRS}")
+        if self.cl_reduce not in CL_REDUCES:
+            raise ValueError(f"cl_reduce is {self.cl_reduce!r}; use one of {CL_REDUCES}")
+
+        # define layers
+        d = self.embedding_size
+        self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))  # W, b, q_1
+        self.modal_weight = nn.Parameter(torch.zeros(len(self.modality_names)))  # w/o fusion: LATTICE's alpha
+        self.specific_query = nn.Parameter(torch.empty(d))  # q_2
+        self.register_buffer(
+            "user_item_mean", row_normalized(dataset.inter_matrix(form="csr")), persistent=False
+        )  # D_R^-1 R for Eq. 16
+
+        # parameters initialization
+        for layer in (self.attention[0], self.attention[2]):
+            nn.init.xavier_uniform_(layer.weight)
+        nn.init.zeros_(self.attention[0].bias)
+        nn.init.xavier_uniform_(self.specific_query.view(1, -1))
+
+    # ----- item graphs and modality embeddings (Eqs. 1-6) -----
+    def build_item_graphs(self):
+        """{m: A^m = lambda S~^m + (1 - lambda) A~^m} (Eq. 5)."""
+        return {
+            m: skip_connection(self.initial_graph(m), self.learned_graph(m), self.lambda_coeff)
+            for m in self.modality_names
+        }
+
+    def modality_embeddings(self):
+        """{m: h^m}, (N, d) each: H^m_(L) = (A^m)^L H_(0) (Eq. 6).
+
+        H_(0) is the item ID embedding (paper), the transformed features e~^m (``/feats``), or
+        h^m = e~^m with no graph at all (``CF+feats``).
+        """
+        if self.item_repr == "feats":
+            return {m: self.transformed_feat(m) for m in self.modality_names}
+        graphs = self.item_graphs()
+        return {
+            m: propagate(
+                graphs[m],
+                self.item_embedding.weight if self.item_repr == "graph_id" else self.transformed_feat(m),
+                self.n_item_layers,
+            )
+            for m in self.modality_names
+        }
+
+    # ----- fusion (Eqs. 7-8, 11-15) -----
+    def fuse_shared(self, h_m):
+        """Modality-shared h_c = sum_m alpha_i^m h_i^m (Eq. 8).
+
+        With ``use_contrastive`` alpha_i^m = softmax_m(q_1^T tanh(W h_i^m + b)) per item (Eq. 7);
+        without it, LATTICE's global softmax weights.
+
+        Returns:
+            tuple: ``(h_c (N, d), alpha (N, M))``.
+        """
+        stacked = torch.stack([h_m[m] for m in self.modality_names], dim=1)  # (N, M, d)
+        if self.use_contrastive:
+            alpha = F.softmax(self.attention(stacked).squeeze(-1), dim=1)  # Eq. 7
+        else:
+            alpha = F.softmax(self.modal_weight, dim=0).expand(stacked.shape[0], -1)
+        return (alpha.unsqueeze(-1) * stacked).sum(dim=1), alpha
+
+    def specific_embeddings(self, h_m, h_c):
+        """Modality-specific h_s^m = h^m - h_c (Eqs. 11-12)."""
+        return {m: h_m[m] - h_c for m in self.modality_names}
+
+    def fuse_final(self, h_c, h_s):
+        """h_i = gamma_c h_c + sum_m gamma_m h_s^m, gamma = softmax(q_2^T [h_c, h_s^m...]) (Eqs. 14-15).
+
+        Returns:
+            tuple: ``(h (N, d), gamma (N, 1 + M))``.
+        """
+        stacked = torch.stack([h_c] + [h_s[m] for m in self.modality_names], dim=1)  # (N, 1+M, d)
+        gamma = F.softmax(stacked @ self.specific_query, dim=1)  # Eq. 14
+        return (gamma.unsqueeze(-1) * stacked).sum(dim=1), gamma  # Eq. 15
+
+    def item_multimodal_embeddings(self):
+        """Everything the losses and the score need from the item side.
+
+        Returns:
+            dict: ``h_m`` {m: (N, d)}, ``h_c`` (N, d), ``h_s`` {m: (N, d)} or None, ``h`` (N, d).
+        """
+        h_m = self.modality_embeddings()
+        h_c, _ = self.fuse_shared(h_m)
+        if not self.use_specific:
+            return {"h_m": h_m, "h_c": h_c, "h_s": None, "h": h_c}
+        h_s = self.specific_embeddings(h_m, h_c)
+        h, _ = self.fuse_final(h_c, h_s)
+        return {"h_m": h_m, "h_c": h_c, "h_s": h_s, "h": h}
+
+    def user_preference(self, h):
+        """h_u = mean of h_i over the user's training items (Eq. 16), (U, d); 0 without items."""
+        return torch.sparse.mm(self.user_item_mean, h)
+
+    def final_embeddings(self, h):
+        """(x~_u + h_u/|h_u|, x~_i + h_i/|h_i|), the two sides of Eq. 17."""
+        user_cf, item_cf = self.cf_embeddings()
+        item = item_cf + F.normalize(h, p=2, dim=1, eps=NORM_EPS)
+        if not self.use_user_pref:
+            return user_cf, item
+        return user_cf + F.normalize(self.user_preference(h), p=2, dim=1, eps=NORM_EPS), item
+
+    def forward(self):
+        """Final user and item embeddings, (U, d) and (N, d)."""
+        return self.final_embeddings(self.item_multimodal_embeddings()["h"])
+
+    # ----- losses (Eqs. 9-10, 13, 19) -----
+    def contrastive_loss(self, h_m, h_c):
+        """L_C (Eqs. 9-10): InfoNCE between each modality h^m and the shared h_c, over all items."""
+        terms = []
+        for m in self.modality_names:
+            term = info_nce_loss(h_m[m], h_c, self.tau, chunk_size=self.cl_chunk_size)
+            if self.cl_symmetric:  # arXiv v1 Eq. 10: 1/2 [I(h^m, h_c) + I(h_c, h^m)]
+                term = 0.5 * (term + info_nce_loss(h_c, h_m[m], self.tau, chunk_size=self.cl_chunk_size))
+            terms.append(term)
+        total = torch.stack(terms).sum()
+        return total if self.cl_reduce == "sum" else total / len(terms)
+
+    def orthogonality_loss(self, h_s):
+        """L_S = mean_i (h_s,i^v . h_s,i^t)^2 (Eq. 13), summed over modality pairs; PAD excluded."""
+        loss = 0.0
+        for a, b in itertools.combinations(self.modality_names, 2):
+            loss = loss + (h_s[a][1:] * h_s[b][1:]).sum(dim=1).pow(2).mean()
+        return loss
+
+    def calculate_loss(self, interaction):
+        self.clear_cache()
+        item_side = self.item_multimodal_embeddings()
+        user_all, item_all = self.final_embeddings(item_side["h"])
+        mf_loss, reg_loss = self.bpr_and_reg(interaction, user_all, item_all)  # Eq. 18
+        losses = [mf_loss, reg_loss]
+        if self.use_contrastive:
+            losses.append(self.cl_weight * self.contrastive_loss(item_side["h_m"], item_side["h_c"]))
+        if self.use_specific and len(self.modality_names) > 1:
+            losses.append(self.ortho_weight * self.orthogonality_loss(item_side["h_s"]))
+        return tuple(losses)  # Eq. 19: RecBole sums them and logs each

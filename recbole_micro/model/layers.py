@@ -1,0 +1,180 @@
+"""Sparse item-item graph layers shared by LATTICE and MICRO (pure functions).
+
+A graph over N items is a :class:`SparseGraph` of two (N, K) tensors: ``idx[i, k]`` is the
+k-th neighbour of item i and ``val[i, k]`` the weight of that edge. Every row has the same
+number of slots, so degrees are row sums and normalisation is a gather, and a graph costs
+O(N*K) memory. Nothing here ever builds a dense N x N matrix: similarities are computed in
+row chunks of O(chunk x N). Item 0 is RecBole's PAD: it has no edges and is nobody's neighbour.
+
+Equation numbers refer to MICRO (TKDE); LATTICE's Eqs. 1-5 are the same operations.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+# Similarity chunks are at most this many floats (256 MB of float32).
+DEFAULT_CHUNK_ELEMENTS = 1 << 26
+NORM_EPS = 1e-12
+
+
+class SparseGraph(NamedTuple):
+    """Edges as (N, K) neighbour ids ``idx`` and weights ``val``; duplicates add up."""
+
+    idx: torch.Tensor
+    val: torch.Tensor
+
+    def detach(self):
+        return SparseGraph(self.idx, self.val.detach())
+
+    def to_dense(self):
+        """Dense (N, N) matrix: for tests on small N only."""
+        n = self.idx.shape[0]
+        dense = torch.zeros(n, n, dtype=self.val.dtype, device=self.val.device)
+        return dense.index_put_((torch.arange(n, device=self.idx.device).unsqueeze(1).expand_as(self.idx), self.idx),
+                                self.val, accumulate=True)
+
+
+def chunk_rows(n_rows, n_cols, chunk_size=None):
+    """Row chunk size so that a (chunk, n_cols) block stays within DEFAULT_CHUNK_ELEMENTS."""
+    if chunk_size:
+        return int(chunk_size)
+    return max(1, min(n_rows, DEFAULT_CHUNK_ELEMENTS // max(n_cols, 1)))
+
+
+def knn_graph(feat, k, chunk_size=None):
+    """Cosine kNN graph (Eqs. 1-2): each item keeps its k most similar items.
+
+    Negative similarities are suppressed to zero, as the paper says. The item itself (cosine 1)
+    is among its own neighbours, as in Eq. 2 read literally and in the official code. PAD
+    (row 0) gets no edges and is never chosen as a neighbour. Gradients reach ``feat`` through
+    the kept similarity values.
+
+    Args:
+        feat (torch.Tensor): (N, d) item features; row 0 is PAD.
+        k (int): neighbours per item.
+        chunk_size (int): rows per similarity block (default: from DEFAULT_CHUNK_ELEMENTS).
+
+    Returns:
+        SparseGraph: (N, k) neighbours and similarities.
+    """
+    n = feat.shape[0]
+    k = min(k, n - 1)
+    unit = F.normalize(feat, p=2, dim=1, eps=NORM_EPS)
+    step = chunk_rows(n, n, chunk_size)
+    idx_chunks, val_chunks = [], []
+    for start in range(0, n, step):
+        sim = unit[start:start + step] @ unit.t()  # (chunk, N)  Eq. 1
+        sim[:, 0] = float("-inf")  # PAD is nobody's neighbour
+        val, idx = sim.topk(k, dim=1)  # Eq. 2
+        idx_chunks.append(idx)
+        val_chunks.append(val)
+    idx, val = torch.cat(idx_chunks), torch.cat(val_chunks).clamp(min=0)  # negatives -> 0
+    pad_row = torch.arange(n, device=feat.device) == 0
+    idx = idx.masked_fill(pad_row.unsqueeze(1), 0)
+    val = val.masked_fill(pad_row.unsqueeze(1), 0)
+    return SparseGraph(idx, val)
+
+
+def degree_inv_sqrt(degree):
+    """D^-1/2 with 0 where the degree is 0 (the reference's 'inf replaced by 0')."""
+    safe = degree.clamp(min=NORM_EPS)
+    return torch.where(degree > 0, safe.pow(-0.5), torch.zeros_like(degree))
+
+
+def symmetric_normalize(graph):
+    """D^-1/2 S D^-1/2 with D the row sums of S (Eq. 3): w_ik = s_ik / sqrt(d_i d_idx[i,k])."""
+    d = degree_inv_sqrt(graph.val.sum(dim=1))
+    return SparseGraph(graph.idx, graph.val * d.unsqueeze(1) * d[graph.idx])
+
+
+def combine(graphs, weights):
+    """Weighted sum of graphs, sum_g weights[g] * graphs[g], as one graph with all their slots.
+
+    Used for the skip connection of Eq. 5 and for LATTICE's modality mixing.
+
+    Args:
+        graphs (list of SparseGraph): graphs over the same N items.
+        weights (list): one scalar (float or 0-d tensor) per graph.
+    """
+    idx = torch.cat([g.idx for g in graphs], dim=1)
+    val = torch.cat([w * g.val for g, w in zip(graphs, weights)], dim=1)
+    return SparseGraph(idx, val)
+
+
+def skip_connection(initial, learned, lambda_coeff):
+    """A = lambda * S~ + (1 - lambda) * A~ (Eq. 5): both inputs normalised."""
+    return combine([initial, learned], [lambda_coeff, 1.0 - lambda_coeff])
+
+
+def to_sparse_tensor(graph):
+    """The graph as a coalesced torch sparse COO (N, N) matrix (duplicate edges summed)."""
+    n, k = graph.idx.shape
+    rows = torch.arange(n, device=graph.idx.device).repeat_interleave(k)
+    indices = torch.stack([rows, graph.idx.reshape(-1)])
+    return torch.sparse_coo_tensor(indices, graph.val.reshape(-1), (n, n), check_invariants=False).coalesce()
+
+
+def propagate(graph, embedding, n_layers):
+    """H_(l) = A H_(l-1), L times, with no transform or activation (Eq. 6).
+
+    Args:
+        graph (SparseGraph): the (N, N) item graph A.
+        embedding (torch.Tensor): (N, d) input H_(0).
+        n_layers (int): L.
+
+    Returns:
+        torch.Tensor: (N, d) H_(L).
+    """
+    adjacency = to_sparse_tensor(graph)
+    hidden = embedding
+    for _ in range(n_layers):
+        hidden = torch.sparse.mm(adjacency, hidden)
+    return hidden
+
+
+def _info_nce_rows(anchor, target, rows, tau):
+    """-log of Eq. 10 for the anchors ``rows``: positive (p_i, q_i); negatives (p_i, q_j) for
+    all j and (p_i, p_j) for j != i. Inputs are L2-normalised, so dot products are cosines."""
+    p = anchor[rows]
+    cross = p @ target.t() / tau  # (c, n): theta(p_i, q_j) / tau
+    intra = p @ anchor.t() / tau  # (c, n): theta(p_i, p_j) / tau
+    own = torch.zeros_like(intra, dtype=torch.bool).scatter_(1, rows.unsqueeze(1), True)
+    intra = intra.masked_fill(own, float("-inf"))  # j != i
+    positive = cross.gather(1, rows.unsqueeze(1)).squeeze(1)
+    return torch.logsumexp(torch.cat([cross, intra], dim=1), dim=1) - positive
+
+
+def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None):
+    """Mean over anchors i of -log I(p_i, q_i), the InfoNCE term of Eqs. 9-10, exactly.
+
+    Items 1..N-1 take part (PAD, row 0, is dropped). Anchors are processed in chunks, each
+    under activation checkpointing, so memory stays O(chunk x N) in the forward and backward
+    passes while the value is the unchunked one.
+
+    Args:
+        anchor (torch.Tensor): (N, d) h^m, one row per item.
+        target (torch.Tensor): (N, d) h_c, the fused view.
+        tau (float): temperature.
+        rows (torch.LongTensor): anchor item ids (default: all items but PAD).
+        chunk_size (int): anchors per chunk (default: from DEFAULT_CHUNK_ELEMENTS).
+
+    Returns:
+        torch.Tensor: scalar loss.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    p = F.normalize(anchor[1:], p=2, dim=1, eps=NORM_EPS)
+    q = F.normalize(target[1:], p=2, dim=1, eps=NORM_EPS)
+    n = p.shape[0]
+    rows = torch.arange(n, device=p.device) if rows is None else rows - 1
+    step = chunk_rows(len(rows), 2 * n, chunk_size)
+    total = 0.0
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        if torch.is_grad_enabled() and (p.requires_grad or q.requires_grad):
+            losses = checkpoint(_info_nce_rows, p, q, chunk, tau, use_reentrant=False)
+        else:
+            losses = _info_nce_rows(p, q, chunk, tau)
+        total = total + losses.sum()
+    return total / len(rows)
