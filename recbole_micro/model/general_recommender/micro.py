@@ -80,20 +80,26 @@ class MICRO(ItemGraphRecommender):
         if self.cl_reduce not in CL_REDUCES:
             raise ValueError(f"cl_reduce is {self.cl_reduce!r}; use one of {CL_REDUCES}")
 
-        # define layers
+        # define layers (only those the switches use, so every parameter is trained)
         d = self.embedding_size
-        self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))  # W, b, q_1
-        self.modal_weight = nn.Parameter(torch.zeros(len(self.modality_names)))  # w/o fusion: LATTICE's alpha
-        self.specific_query = nn.Parameter(torch.empty(d))  # q_2
-        self.register_buffer(
-            "user_item_mean", row_normalized(dataset.inter_matrix(form="csr")), persistent=False
-        )  # D_R^-1 R for Eq. 16
+        if self.use_contrastive:
+            self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))  # W, b, q_1
+        else:  # 'w/o fusion': LATTICE's global modality weights
+            self.modal_weight = nn.Parameter(torch.zeros(len(self.modality_names)))
+        if self.use_specific:
+            self.specific_query = nn.Parameter(torch.empty(d))  # q_2
+        if self.use_user_pref:
+            self.register_buffer(
+                "user_item_mean", row_normalized(dataset.inter_matrix(form="csr")), persistent=False
+            )  # D_R^-1 R for Eq. 16
 
         # parameters initialization
-        for layer in (self.attention[0], self.attention[2]):
-            nn.init.xavier_uniform_(layer.weight)
-        nn.init.zeros_(self.attention[0].bias)
-        nn.init.xavier_uniform_(self.specific_query.view(1, -1))
+        if self.use_contrastive:
+            for layer in (self.attention[0], self.attention[2]):
+                nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(self.attention[0].bias)
+        if self.use_specific:
+            nn.init.xavier_uniform_(self.specific_query.view(1, -1))
 
     # ----- item graphs and modality embeddings (Eqs. 1-6) -----
     def build_item_graphs(self):
