@@ -133,24 +133,27 @@ def propagate(graph, embedding, n_layers):
     return hidden
 
 
-def _info_nce_rows(anchor, target, rows, tau):
-    """-log of Eq. 10 for the anchors ``rows``: positive (p_i, q_i); negatives (p_i, q_j) for
-    all j and (p_i, p_j) for j != i. Inputs are L2-normalised, so dot products are cosines."""
-    p = anchor[rows]
-    cross = p @ target.t() / tau  # (c, n): theta(p_i, q_j) / tau
-    intra = p @ anchor.t() / tau  # (c, n): theta(p_i, p_j) / tau
-    own = torch.zeros_like(intra, dtype=torch.bool).scatter_(1, rows.unsqueeze(1), True)
-    intra = intra.masked_fill(own, float("-inf"))  # j != i
-    positive = cross.gather(1, rows.unsqueeze(1)).squeeze(1)
-    return torch.logsumexp(torch.cat([cross, intra], dim=1), dim=1) - positive
+def _info_nce_rows(anchor, keys, rows, tau):
+    """-log of Eq. 10 for the anchors ``rows``.
+
+    ``keys`` stacks [target; anchor] (2n, d), L2-normalised like ``anchor``, so one product
+    gives theta(p_i, q_j) (first n columns: the positive j = i and the cross-view negatives)
+    and theta(p_i, p_j) (last n columns: the same-view negatives, j != i).
+    """
+    n = anchor.shape[0]
+    logits = (anchor[rows] / tau) @ keys.t()  # (c, 2n)
+    positive = logits.gather(1, rows.unsqueeze(1)).squeeze(1)
+    own = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, (rows + n).unsqueeze(1), True)
+    return torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1) - positive
 
 
 def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None):
     """Mean over anchors i of -log I(p_i, q_i), the InfoNCE term of Eqs. 9-10, exactly.
 
-    Items 1..N-1 take part (PAD, row 0, is dropped). Anchors are processed in chunks, each
-    under activation checkpointing, so memory stays O(chunk x N) in the forward and backward
-    passes while the value is the unchunked one.
+    Items 1..N-1 take part (PAD, row 0, is dropped). When the anchors do not fit in one block
+    of DEFAULT_CHUNK_ELEMENTS, they are processed in chunks, each under activation
+    checkpointing, so memory stays O(chunk x N) in the forward and backward passes while the
+    value is the unchunked one.
 
     Args:
         anchor (torch.Tensor): (N, d) h^m, one row per item.
@@ -166,15 +169,17 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None):
 
     p = F.normalize(anchor[1:], p=2, dim=1, eps=NORM_EPS)
     q = F.normalize(target[1:], p=2, dim=1, eps=NORM_EPS)
+    keys = torch.cat([q, p])
     n = p.shape[0]
     rows = torch.arange(n, device=p.device) if rows is None else rows - 1
     step = chunk_rows(len(rows), 2 * n, chunk_size)
+    checkpointed = step < len(rows) and torch.is_grad_enabled() and keys.requires_grad
     total = 0.0
     for start in range(0, len(rows), step):
         chunk = rows[start:start + step]
-        if torch.is_grad_enabled() and (p.requires_grad or q.requires_grad):
-            losses = checkpoint(_info_nce_rows, p, q, chunk, tau, use_reentrant=False)
+        if checkpointed:
+            losses = checkpoint(_info_nce_rows, p, keys, chunk, tau, use_reentrant=False)
         else:
-            losses = _info_nce_rows(p, q, chunk, tau)
+            losses = _info_nce_rows(p, keys, chunk, tau)
         total = total + losses.sum()
     return total / len(rows)
