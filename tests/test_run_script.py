@@ -38,6 +38,16 @@ def test_script_trains_ours_and_a_recbole_baseline(tiny, model):
     assert list((tiny.root / "saved").glob(f"{model}-*.pth"))
 
 
+@pytest.mark.parametrize("model", ["LATTICE", "MICRO"])
+@pytest.mark.parametrize("cf_model", ["lightgcn", "mf", "ngcf"])
+def test_script_trains_graph_models_on_every_backbone(tiny, model, cf_model):
+    config_file = tiny.write_config(knn_k=4)
+    result = run_script(f"--model={model}", "--dataset=tiny", f"--config_files={config_file}", "--epochs=1",
+                        f"--cf_model={cf_model}", cwd=tiny.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_summary(result.stdout, model)
+
+
 def test_key_value_flags_reach_recbole(tiny):
     config_file = tiny.write_config()
     result = run_script("-m", "VBPR", "-d", "tiny", f"--config_files={config_file}", "--embedding_size=8",
