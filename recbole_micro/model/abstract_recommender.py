@@ -201,18 +201,23 @@ class ItemGraphRecommender(MultimodalRecommender):
         mf_loss = self.mf_loss(pos_scores, neg_scores)
         return mf_loss, self.reg_weight * self.regularization(user, pos_item, neg_item, user_all, item_all)
 
-    def predict(self, interaction):
+    def final_embeddings_cached(self):
+        """Final (U, d) and (N, d) embeddings, computed once per evaluation (detached)."""
         if self.restore_user_e is None:
-            self.restore_user_e, self.restore_item_e = self.forward()
+            # detach() also turns a bare Parameter (MF backbone) into a plain tensor, which a
+            # module attribute must be so that it is not registered as a parameter.
+            self.restore_user_e, self.restore_item_e = (e.detach() for e in self.forward())
+        return self.restore_user_e, self.restore_item_e
+
+    def predict(self, interaction):
+        user_all, item_all = self.final_embeddings_cached()
         user = interaction[self.USER_ID]
         item = interaction[self.ITEM_ID]
-        return (self.restore_user_e[user] * self.restore_item_e[item]).sum(dim=1)
+        return (user_all[user] * item_all[item]).sum(dim=1)
 
     def full_sort_predict(self, interaction):
-        if self.restore_user_e is None:
-            self.restore_user_e, self.restore_item_e = self.forward()
-        user = interaction[self.USER_ID]
-        return (self.restore_user_e[user] @ self.restore_item_e.t()).view(-1)
+        user_all, item_all = self.final_embeddings_cached()
+        return (user_all[interaction[self.USER_ID]] @ item_all.t()).view(-1)
 
     def clear_cache(self):
         self.restore_user_e, self.restore_item_e = None, None
