@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Train and evaluate the default model on the offline default dataset (MovieLens-100k).
+# Train and evaluate the default model (MICRO) on the offline default dataset (MovieLens-100k).
 run: $(STAMP)
 	$(PY) run_recbole_micro.py $(RUN_ARGS)
 

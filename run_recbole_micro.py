@@ -2,7 +2,7 @@
 """Train and evaluate a recommender (ours or RecBole's) through RecBole's pipeline.
 
 Examples:
-    python run_recbole_micro.py                                  # VBPR on MovieLens-100k
+    python run_recbole_micro.py                                  # MICRO on MovieLens-100k
     python run_recbole_micro.py --model=LightGCN --dataset=ml-100k
     python run_recbole_micro.py -m VBPR -d ml-100k --config_files="my.yaml" --learning_rate=0.0005
 
@@ -11,7 +11,7 @@ Every other ``--key=value`` flag is a RecBole setting and overrides the YAML fil
 import argparse
 import sys
 
-DEFAULT_MODEL = "VBPR"
+DEFAULT_MODEL = "MICRO"
 DEFAULT_DATASET = "ml-100k"
 SUMMARY_K = 20
 

@@ -95,3 +95,12 @@ def test_every_key_a_model_reads_has_a_default(monkeypatch):
         missing = [k for k in keys if k not in config.final_config_dict]
         assert not missing, f"{name} reads {missing} without a YAML default"
     assert importlib.import_module(OUR_MODEL_PACKAGE)
+
+
+def test_quick_start_does_not_import_ray():
+    import subprocess
+
+    probe = "import sys, recbole_micro.quick_start; print(any(m.split('.')[0] == 'ray' for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
