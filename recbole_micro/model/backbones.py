@@ -39,9 +39,14 @@ def interaction_adjacency(inter_matrix, n_users, n_items, norm="sym"):
         a = sp.diags(d) @ a @ sp.diags(d)
     else:
         a = sp.diags(1.0 / degree) @ a
-    a = a.tocoo()
-    indices = torch.from_numpy(np.vstack([a.row, a.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(a.data), (n, n), check_invariants=False).coalesce()
+    return scipy_to_torch(a)
+
+
+def scipy_to_torch(matrix):
+    """A scipy sparse matrix as a coalesced float32 torch sparse COO tensor."""
+    coo = sp.coo_matrix(matrix, dtype=np.float32)
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False).coalesce()
 
 
 class MFBackbone(nn.Module):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
+from recbole_micro.model.backbones import scipy_to_torch
 from recbole_micro.model.layers import NORM_EPS, info_nce_loss, propagate, skip_connection
 
 ITEM_REPRS = ("graph_id", "graph_feats", "feats")
@@ -43,9 +44,7 @@ def row_normalized(matrix):
     matrix.data[:] = 1.0
     counts = np.asarray(matrix.sum(axis=1)).ravel()
     scale = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
-    coo = (sp.diags(scale) @ matrix).tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False).coalesce()
+    return scipy_to_torch(sp.diags(scale) @ matrix)
 
 
 class MICRO(ItemGraphRecommender):
