@@ -66,7 +66,7 @@ def test_unprepared_dataset_says_what_is_expected(tiny):
     result = run_script("--model=VBPR", "--dataset=baby", cwd=tiny.root)
     assert result.returncode == 2
     assert "Dataset 'baby' is not prepared" in result.stderr
-    assert str(tiny.root / "dataset" / "baby" / "baby.inter") in result.stderr
+    assert str(tiny.root / "dataset" / "baby" / "baby.train.inter") in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,149 @@
+"""Writing a prepared dataset: benchmark .inter files, .item, aligned features, a summary.
+
+Every file is written atomically (temp file, then rename) and deterministically, so a re-run on
+the same inputs gives byte-identical outputs.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recbole_micro.data.builders import write_atomically
+
+SPLITS = ("train", "valid", "test")
+
+
+class PrepError(Exception):
+    """Bad input to a converter: the message names the file and the fix."""
+
+
+def write_lines(path, header, rows):
+    """Write ``header`` and tab-separated ``rows`` atomically."""
+    text = "\t".join(header) + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_benchmark(out_dir, name, splits, item_tokens, item_fields=None):
+    """Write ``<name>.{train,valid,test}.inter`` and ``<name>.item``.
+
+    Args:
+        splits (dict): split name -> list of (user token, item token).
+        item_tokens (list): every item, those without interactions included (cold start).
+        item_fields (dict): optional ``{field:type: [value per item]}`` for the .item file.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        write_lines(out_dir / f"{name}.{split}.inter", ["user_id:token", "item_id:token"], splits[split])
+    fields = item_fields or {}
+    header = ["item_id:token"] + list(fields)
+    rows = [[t] + [fields[f][i] for f in fields] for i, t in enumerate(item_tokens)]
+    write_lines(out_dir / f"{name}.item", header, rows)
+
+
+def load_feature_rows(path, n_rows, what):
+    """Open a feature matrix whose row r belongs to item id r, checking its shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepError(f"{what} not found: {path}. Pass its location, or --no-features to import interactions only.")
+    matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    if matrix.ndim != 2 or matrix.shape[0] != n_rows:
+        raise PrepError(
+            f"{path} has shape {matrix.shape}, but the interactions use {n_rows} item ids: row r must be "
+            f"item r. Is it the feature file of this dataset?"
+        )
+    if not np.isfinite(matrix).all():
+        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+        raise PrepError(f"{path} has NaN or infinite values in rows {bad[:10].tolist()}; fix them before importing.")
+    return matrix
+
+
+def write_features(out_dir, name, modality, matrix, item_tokens):
+    """Write ``<name>.<modality>.npy`` (float32) and its token list, row r = ``item_tokens[r]``."""
+    out_dir = Path(out_dir)
+    array = np.ascontiguousarray(matrix, dtype=np.float32)
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    write_atomically(out_dir / f"{name}.{modality}.npy", save)
+    write_lines_plain(out_dir / f"{name}.{modality}.tokens", item_tokens)
+    return array.shape
+
+
+def write_lines_plain(path, lines):
+    write_atomically(path, lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in lines), encoding="utf-8"))
+
+
+def collapse_duplicates(splits):
+    """Drop repeated (user, item) pairs, keeping the first in train, valid, test order.
+
+    Returns:
+        tuple: ``(splits without duplicates, number dropped per split)``.
+    """
+    seen, clean, dropped = set(), {}, {}
+    for split in SPLITS:
+        kept = []
+        for pair in splits[split]:
+            if pair in seen:
+                continue
+            seen.add(pair)
+            kept.append(pair)
+        clean[split], dropped[split] = kept, len(splits[split]) - len(kept)
+    return clean, dropped
+
+
+def summary(name, out_dir, splits, n_items, feature_shapes):
+    """A one-screen summary of what was written."""
+    users = {u for split in SPLITS for u, _ in splits[split]}
+    lines = [f"Prepared '{name}' in {out_dir}", f"  users: {len(users)}, items: {n_items}"]
+    lines.append("  interactions: " + ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
+    for modality, shape in feature_shapes.items():
+        lines.append(f"  {modality} features: {shape[0]} x {shape[1]}")
+    return "\n".join(lines)
+
+
+def read_json(path):
+    path = Path(path)
+    if not path.is_file():
+        raise PrepError(f"{path} not found.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise PrepError(f"{path} is not valid JSON: {err}") from err
+
+
+def write_prepared(out_root, name, splits, item_tokens, features, log=print):
+    """Collapse duplicate pairs (reported), then write the benchmark files and features.
+
+    Args:
+        out_root (str or Path): the ``data_path``; files go to ``<out_root>/<name>/``.
+        splits (dict): split -> list of (user token, item token).
+        item_tokens (list): all items in feature-row order.
+        features (dict): modality -> (n_items, dim) matrix whose row r is ``item_tokens[r]``.
+
+    Returns:
+        Path: the dataset folder.
+    """
+    out_dir = Path(out_root) / name
+    splits, dropped = collapse_duplicates(splits)
+    for split, count in dropped.items():
+        if count:
+            log(f"  {count} duplicate (user, item) pairs in {split} collapsed (kept the first occurrence).")
+    write_benchmark(out_dir, name, splits, item_tokens)
+    shapes = {m: write_features(out_dir, name, m, matrix, item_tokens) for m, matrix in features.items()}
+    log(summary(name, out_dir, splits, len(item_tokens), shapes))
+    return out_dir
+
+
+def report_malformed(problems, source, skip):
+    """Raise on malformed input unless ``skip``; in both cases say where it is."""
+    if not problems:
+        return
+    listed = "; ".join(problems[:10]) + (f"; ... ({len(problems) - 10} more)" if len(problems) > 10 else "")
+    message = f"{len(problems)} malformed entries in {source}: {listed}"
+    if not skip:
+        raise PrepError(message + ". Fix them, or pass --skip-malformed to leave them out (they are then counted here).")
+    print(f"  skipped {message}")
