@@ -24,7 +24,7 @@ def write_lines(path, header, rows):
 
 
 def write_benchmark(out_dir, name, splits, item_tokens, item_fields=None):
-    """Write ``<name>.{train,valid,test}.inter`` and ``<name>.item``.
+    """Write ``<name>.{train,valid,test}.inter``, ``<name>.inter`` (all of them) and ``<name>.item``.
 
     Args:
         splits (dict): split name -> list of (user token, item token).
@@ -35,6 +35,8 @@ def write_benchmark(out_dir, name, splits, item_tokens, item_fields=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         write_lines(out_dir / f"{name}.{split}.inter", ["user_id:token", "item_id:token"], splits[split])
+    # all interactions too, for RecBole's own ratio split or dataset_prep.split
+    write_lines(out_dir / f"{name}.inter", ["user_id:token", "item_id:token"], [p for s in SPLITS for p in splits[s]])
     fields = item_fields or {}
     header = ["item_id:token"] + list(fields)
     rows = [[t] + [fields[f][i] for f in fields] for i, t in enumerate(item_tokens)]

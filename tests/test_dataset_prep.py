@@ -152,3 +152,77 @@ def test_missing_prepared_dataset_names_the_import_commands(tiny):
     assert "dataset/baby/baby.train.inter" in result.stderr
     assert "python -m dataset_prep.import_official --folder <path>/data/baby --name baby --out dataset" in result.stderr
     assert "python -m dataset_prep.import_mmrec" in result.stderr
+
+
+from dataset_prep.split import split_dataset  # noqa: E402
+
+
+def write_inter(folder, name, pairs, items):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.inter").write_text("user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u, i in pairs))
+    (folder / f"{name}.item").write_text("item_id:token\n" + "".join(f"{i}\n" for i in items))
+
+
+def test_official_warm_split_follows_the_official_procedure(tmp_path):
+    pairs = [("a", f"a{k}") for k in range(5)] + [("b", f"b{k}") for k in range(12)] + [("c", f"c{k}") for k in range(25)]
+    write_inter(tmp_path / "toy", "toy", pairs, sorted({i for _, i in pairs}))
+    split_dataset(tmp_path / "toy", "toy", "official", log=quiet)
+    rows = {s: (tmp_path / "toy" / f"toy.{s}.inter").read_text().splitlines()[1:] for s in ("train", "valid", "test")}
+    # RandomState(123): choice(5, 2) = [1, 3]; choice(12, 2) = [4, 10]; choice(25, 5) = [6, 10, 12, 9, 5]
+    assert rows["test"] == ["a\ta1", "b\tb4", "c\tc6", "c\tc10"]
+    assert rows["valid"] == ["a\ta3", "b\tb10", "c\tc12", "c\tc9", "c\tc5"]
+    assert len(rows["train"]) == 3 + 10 + 20 and "a\ta1" not in rows["train"]
+    before = {s: (tmp_path / "toy" / f"toy.{s}.inter").read_bytes() for s in ("train", "valid", "test")}
+    split_dataset(tmp_path / "toy", "toy", "official", log=quiet)
+    assert before == {s: (tmp_path / "toy" / f"toy.{s}.inter").read_bytes() for s in ("train", "valid", "test")}
+    split_dataset(tmp_path / "toy", "toy", "official", seed=7, log=quiet)
+    assert before != {s: (tmp_path / "toy" / f"toy.{s}.inter").read_bytes() for s in ("train", "valid", "test")}
+
+
+def test_cold_start_split(tmp_path):
+    items = [f"i{k}" for k in range(10)]
+    pairs = [("u1", "i0"), ("u1", "i1"), ("u1", "i4"), ("u2", "i2"), ("u2", "i3"), ("u3", "i4"), ("u3", "i5")]
+    write_inter(tmp_path / "toy", "toy", pairs, items)
+    split_dataset(tmp_path / "toy", "toy", "cold", prefix="cold-", log=quiet)
+    rows = {s: (tmp_path / "toy" / f"toy.cold-{s}.inter").read_text().splitlines()[1:] for s in ("train", "valid", "test")}
+    # RandomState(123).choice(10, 2) = [4, 0]: i4 is a test item, i0 a validation item
+    assert rows["test"] == ["u1\ti4", "u3\ti4"]
+    assert rows["valid"] == ["u1\ti0"]
+    assert rows["train"] == ["u1\ti1", "u2\ti2", "u2\ti3", "u3\ti5"]  # u2 has no targets: not evaluated
+
+
+def test_cold_start_split_loads_with_cold_items_ranked_and_in_the_graph(tiny):
+    import torch
+
+    from conftest import build
+
+    pairs = [line.split("\t") for line in (tiny.dir / "tiny.inter").read_text().splitlines()[1:]]
+    write_inter(tiny.dir, "tiny", [(u, i) for u, i, *_ in pairs], tiny.item_tokens)
+    splits = split_dataset(tiny.dir, "tiny", "cold", prefix="cold-", log=quiet)
+    cold = {i for _, i in splits["test"]} | {i for _, i in splits["valid"]}
+    config, dataset, (train, valid, test) = build(
+        "MICRO", tiny, benchmark_filename=["cold-train", "cold-valid", "cold-test"], knn_k=4, embedding_size=8
+    )
+    train_items = set(train.dataset.inter_feat["item_id"].tolist())
+    cold_ids = [dataset.token2id("item_id", t) for t in cold]
+    assert cold and not train_items & set(cold_ids)
+    from recbole_micro.model.general_recommender.micro import MICRO
+
+    model = MICRO(config, train.dataset)
+    model.eval()
+    with torch.no_grad():
+        for graph in model.build_item_graphs().values():
+            for c in cold_ids:
+                assert (graph.val[c] > 0).sum() >= 2
+        scores = model.full_sort_predict(test.dataset[:1]).view(-1)
+    assert scores.shape[0] == dataset.item_num and torch.isfinite(scores[cold_ids]).all()
+
+
+@requires_shared("data", "amazon-baby")
+def test_shared_baby_cold_start_split(tmp_path):
+    out = import_official(SHARED / "data" / "amazon-baby", "baby", tmp_path, no_features=True, log=quiet)
+    splits = split_dataset(out, "baby", "cold", prefix="cold-", log=quiet)
+    test_items, valid_items = {i for _, i in splits["test"]}, {i for _, i in splits["valid"]}
+    assert not (test_items | valid_items) & {i for _, i in splits["train"]}
+    assert len(test_items) <= 705 and len(valid_items) <= 705  # 20% of 7,050 items, half each
+    assert sum(len(v) for v in splits.values()) == 160792
