@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_prep.common import PrepError, report_malformed, write_features, write_lines
+from dataset_prep.common import PrepError, report_malformed, run_cli, write_features, write_lines
 from dataset_prep.split import split_dataset
 
 ASIN_BYTES = 10
@@ -238,19 +238,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=123, help="split seed (official code: 123)")
     parser.add_argument("--skip-malformed", action="store_true", help="leave malformed lines out (reported)")
     args = parser.parse_args(argv)
-    try:
-        encoder = None
-        if not args.no_text:
-            from recbole_micro.data.text_encoder import load_text_encoder
+    encoder = None
+    if not args.no_text:
+        from recbole_micro.data.text_encoder import load_text_encoder
 
-            encoder = load_text_encoder(args.text_encoder)
-        convert(args.reviews, args.meta, args.images, args.name, args.out, args.kcore, args.official_text, encoder,
-                args.no_text, args.image_dim, None if args.split == "none" else args.split, args.seed, args.skip_malformed)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+        encoder = load_text_encoder(args.text_encoder)
+    return run_cli(convert, args.reviews, args.meta, args.images, args.name, args.out, args.kcore, args.official_text,
+                   encoder, args.no_text, args.image_dim, None if args.split == "none" else args.split, args.seed,
+                   args.skip_malformed)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -149,3 +149,24 @@ def report_malformed(problems, source, skip):
     if not skip:
         raise PrepError(message + ". Fix them, or pass --skip-malformed to leave them out (they are then counted here).")
     print(f"  skipped {message}")
+
+
+def add_feature_arguments(parser, beside):
+    """The options every importer shares: output folder, feature files, malformed lines."""
+    parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
+    parser.add_argument("--image-feat", help=f"visual features (default: image_feat.npy {beside})")
+    parser.add_argument("--text-feat", help=f"text features (default: text_feat.npy {beside})")
+    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
+    parser.add_argument("--skip-malformed", action="store_true", help="leave malformed entries out (reported)")
+
+
+def run_cli(action, *args, **kwargs):
+    """Run a converter for a command line: a PrepError becomes one message and exit code 2."""
+    import sys
+
+    try:
+        action(*args, **kwargs)
+    except PrepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_prep.common import SPLITS, PrepError, load_feature_rows, report_malformed, write_prepared
+from dataset_prep.common import (
+    SPLITS,
+    PrepError,
+    add_feature_arguments,
+    load_feature_rows,
+    report_malformed,
+    run_cli,
+    write_prepared,
+)
 
 LABELS = {"0": "train", "1": "valid", "2": "test"}
 
@@ -67,18 +75,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inter", required=True, help="MMRec's <name>.inter file")
     parser.add_argument("--name", required=True, help="dataset name for RecBole, e.g. sports")
-    parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
-    parser.add_argument("--image-feat", help="visual features (default: image_feat.npy beside the .inter)")
-    parser.add_argument("--text-feat", help="text features (default: text_feat.npy beside the .inter)")
-    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
-    parser.add_argument("--skip-malformed", action="store_true", help="leave malformed lines out (reported)")
+    add_feature_arguments(parser, beside="beside the .inter")
     args = parser.parse_args(argv)
-    try:
-        import_mmrec(args.inter, args.name, args.out, args.image_feat, args.text_feat, args.no_features, args.skip_malformed)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(import_mmrec, args.inter, args.name, args.out, args.image_feat, args.text_feat, args.no_features,
+                   args.skip_malformed)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from dataset_prep.common import PrepError, load_feature_rows, read_json, report_malformed, write_prepared
+from dataset_prep.common import (
+    PrepError,
+    add_feature_arguments,
+    load_feature_rows,
+    read_json,
+    report_malformed,
+    run_cli,
+    write_prepared,
+)
 
 SPLIT_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
 
@@ -91,18 +99,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", required=True, help="the official data/<dataset> folder (or its 5-core/)")
     parser.add_argument("--name", required=True, help="dataset name for RecBole, e.g. baby")
-    parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
-    parser.add_argument("--image-feat", help="visual features (default: image_feat.npy beside 5-core/)")
-    parser.add_argument("--text-feat", help="text features (default: text_feat.npy beside 5-core/)")
-    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
-    parser.add_argument("--skip-malformed", action="store_true", help="leave malformed entries out (reported)")
+    add_feature_arguments(parser, beside="beside 5-core/")
     args = parser.parse_args(argv)
-    try:
-        import_official(args.folder, args.name, args.out, args.image_feat, args.text_feat, args.no_features, args.skip_malformed)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(import_official, args.folder, args.name, args.out, args.image_feat, args.text_feat,
+                   args.no_features, args.skip_malformed)
 
 
 if __name__ == "__main__":

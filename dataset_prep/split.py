@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_prep.common import SPLITS, PrepError, write_lines
+from dataset_prep.common import SPLITS, PrepError, run_cli, write_lines
 
 HEADER = ["user_id:token", "item_id:token"]
 
@@ -122,12 +122,7 @@ def main(argv=None):
     parser.add_argument("--prefix", default="", help="prefix of the split suffixes, e.g. 'cold-' (default: none)")
     parser.add_argument("--seed", type=int, default=123, help="numpy seed (official code: 123)")
     args = parser.parse_args(argv)
-    try:
-        split_dataset(args.dir, args.name, args.mode, args.prefix, args.seed)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(split_dataset, args.dir, args.name, args.mode, args.prefix, args.seed)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import csv
 import sys
 from pathlib import Path
 
-from dataset_prep.common import PrepError, write_features
+from dataset_prep.common import PrepError, run_cli, write_features
 from recbole_micro.data.text_encoder import DEFAULT_TEXT_ENCODER, encode_texts, load_text_encoder
 
 DEFAULT_BATCH = 64
@@ -66,15 +66,13 @@ def main(argv=None):
     parser.add_argument("--encoder", default=None, help=f"local sentence-transformers folder (default: {DEFAULT_TEXT_ENCODER})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     args = parser.parse_args(argv)
-    try:
+
+    def run():
         tokens, texts = read_item_texts(args.item_file, args.fields.split(","), args.id_field)
         shape = write_text_features(args.out, args.name, tokens, texts, load_text_encoder(args.encoder), args.batch_size)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"textual features: {shape[0]} x {shape[1]} ({len(tokens)} items with text) in {args.out}")
-    return 0
+        print(f"textual features: {shape[0]} x {shape[1]} ({len(tokens)} items with text) in {args.out}")
 
+    return run_cli(run)
 
 if __name__ == "__main__":
     sys.exit(main())

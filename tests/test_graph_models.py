@@ -1,8 +1,6 @@
 """LATTICE and MICRO: equations on the tiny dataset, schedule, ablations, backbones, cold start."""
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import build
