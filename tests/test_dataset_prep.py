@@ -135,12 +135,24 @@ def test_shared_baby_split_imports_with_exact_counts(tmp_path, monkeypatch):
 
 @requires_shared("data", "amazon-mmrec")
 @pytest.mark.parametrize("name, users, items, rows", [("sports", 35598, 18357, 296337), ("clothing", 39387, 23033, 278677)])
-def test_shared_mmrec_sets_import_with_exact_counts(tmp_path, name, users, items, rows):
+def test_shared_mmrec_sets_import_with_exact_counts(tmp_path, monkeypatch, name, users, items, rows):
+    from recbole.data import data_preparation
+
+    from recbole_micro.config import Config
+    from recbole_micro.utils import create_dataset
+
     out = import_mmrec(SHARED / "data" / "amazon-mmrec" / f"{name}.inter", name, tmp_path, no_features=True, log=quiet)
     pairs = [line.split("\t") for s in ("train", "valid", "test") for line in (out / f"{name}.{s}.inter").read_text().splitlines()[1:]]
     assert len(pairs) == rows
     assert len({u for u, _ in pairs}) == users and len({i for _, i in pairs}) == items
     assert len((out / f"{name}.item").read_text().splitlines()) == items + 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    config = Config(model="BPR", dataset=name, config_dict={"data_path": str(tmp_path), "use_gpu": False})
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    assert (dataset.user_num - 1, dataset.item_num - 1) == (users, items)
+    assert len(train_data.dataset) + len(valid_data.dataset) + len(test_data.dataset) == rows
 
 
 def test_missing_prepared_dataset_names_the_import_commands(tiny):
