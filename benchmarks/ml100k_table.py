@@ -79,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ml100k.csv"))
     parser.add_argument("--data_path", default="dataset/", help="RecBole data_path (ml-100k is materialised there)")
     args = parser.parse_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags from sys.argv: give it none
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     finished = done_runs(out)
