@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_micro.data.builders import write_atomically
+from recbole_micro.data.builders import write_atomically, write_feature_files
 
 SPLITS = ("train", "valid", "test")
 
@@ -63,19 +63,7 @@ def load_feature_rows(path, n_rows, what):
 def write_features(out_dir, name, modality, matrix, item_tokens):
     """Write ``<name>.<modality>.npy`` (float32) and its token list, row r = ``item_tokens[r]``."""
     out_dir = Path(out_dir)
-    array = np.ascontiguousarray(matrix, dtype=np.float32)
-
-    def save(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-    write_atomically(out_dir / f"{name}.{modality}.npy", save)
-    write_lines_plain(out_dir / f"{name}.{modality}.tokens", item_tokens)
-    return array.shape
-
-
-def write_lines_plain(path, lines):
-    write_atomically(path, lambda tmp: Path(tmp).write_text("".join(f"{x}\n" for x in lines), encoding="utf-8"))
+    return write_feature_files(out_dir / f"{name}.{modality}.npy", out_dir / f"{name}.{modality}.tokens", item_tokens, matrix)
 
 
 def collapse_duplicates(splits):

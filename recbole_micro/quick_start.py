@@ -15,14 +15,20 @@ from recbole_micro.trainer import load_checkpoint, restore_model
 from recbole_micro.utils import create_dataset, get_model, get_trainer
 
 
+def _build_data_and_model(config):
+    """Dataset, (train, valid, test) dataloaders and model for ``config``."""
+    dataset = create_dataset(config)
+    splits = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
+    return dataset, splits, model
+
+
 def _build(config):
     """Dataset, dataloaders, model and trainer for ``config``."""
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    dataset, splits, model = _build_data_and_model(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return dataset, (train_data, valid_data, test_data), model, trainer
+    return dataset, splits, model, trainer
 
 
 def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
@@ -99,9 +105,6 @@ def load_data_and_model(model_file):
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    dataset, (train_data, valid_data, test_data), model = _build_data_and_model(config)
     restore_model(model, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data

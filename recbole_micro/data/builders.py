@@ -68,8 +68,12 @@ def write_atomically(path, write):
             tmp.unlink()
 
 
-def save_features(feature_file, token_file, tokens, matrix, record):
-    """Write a feature matrix, its token list and its build record, each atomically."""
+def write_feature_files(feature_file, token_file, tokens, matrix):
+    """Write a float32 feature matrix and its token list (row r = ``tokens[r]``), each atomically.
+
+    Returns:
+        tuple: the matrix shape.
+    """
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
 
     def write_matrix(tmp):
@@ -78,6 +82,12 @@ def save_features(feature_file, token_file, tokens, matrix, record):
 
     write_atomically(feature_file, write_matrix)
     write_atomically(token_file, lambda tmp: Path(tmp).write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8"))
+    return matrix.shape
+
+
+def save_features(feature_file, token_file, tokens, matrix, record):
+    """Write a feature matrix, its token list and its build record, each atomically."""
+    write_feature_files(feature_file, token_file, tokens, matrix)
     write_atomically(
         build_record_path(feature_file),
         lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8"),
