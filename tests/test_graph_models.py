@@ -6,7 +6,7 @@ from recbole.data.interaction import Interaction
 from conftest import build
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
-from recbole_micro.model.layers import propagate
+from recbole_micro.model.layers import info_nce_loss, propagate
 
 SMALL = {"knn_k": 4, "embedding_size": 8}
 
@@ -147,6 +147,26 @@ def test_micro_ablations_change_exactly_their_part(tiny):
     assert len(losses) == 2  # BPR only (+ L2)
     _, alpha = no_fusion.fuse_shared(no_fusion.modality_embeddings())
     assert torch.allclose(alpha, alpha[1].expand_as(alpha))  # one global weight per modality, as LATTICE
+
+
+def test_micro_batch_anchors_take_the_batchs_distinct_items_against_all_negatives(tiny):
+    model, _, train = make(MICRO, tiny, cl_anchors="batch", cl_symmetric=True)
+    batch = batch_of(train)
+    anchors = model.contrastive_anchors(batch)
+    expected_items = set(batch[model.ITEM_ID].tolist()) | set(batch[model.NEG_ITEM_ID].tolist())
+    assert anchors.tolist() == sorted(expected_items) and 0 not in expected_items
+    losses = model.calculate_loss(batch)
+    model.eval()
+    with torch.no_grad():
+        side = model.item_multimodal_embeddings()
+        expected = 0.0
+        for m in model.modality_names:
+            forward = info_nce_loss(side["h_m"][m], side["h_c"], model.tau, rows=anchors)
+            reverse = info_nce_loss(side["h_c"], side["h_m"][m], model.tau, rows=anchors)
+            expected += 0.5 * (forward + reverse) / len(model.modality_names)
+    torch.testing.assert_close(losses[2], model.cl_weight * expected)
+    all_items, _, _ = make(MICRO, tiny)
+    assert all_items.contrastive_anchors(batch) is None  # the paper's default: every item is an anchor
 
 
 @pytest.mark.parametrize("item_repr", ["graph_feats", "feats"])

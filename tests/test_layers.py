@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from recbole_micro.model.layers import (
+    FixedSparse,
     SparseGraph,
     combine,
+    freeze,
     info_nce_loss,
     knn_graph,
     propagate,
@@ -136,6 +138,58 @@ def test_chunked_contrastive_loss_equals_unchunked_value_and_gradient(chunk_size
     torch.testing.assert_close(h_m.grad, grads[0])
     torch.testing.assert_close(h_c.grad, grads[1])
     assert h_m.grad[0].abs().sum() == 0  # PAD takes no part
+
+
+def info_nce_dense_reference(h_m, h_c, tau, rows=None):
+    """Eq. 10 with plain autograd on the full (N-1) x 2(N-1) logits: for small N only."""
+    p = torch.nn.functional.normalize(h_m[1:], dim=1)
+    q = torch.nn.functional.normalize(h_c[1:], dim=1)
+    n = p.shape[0]
+    rows = torch.arange(n) if rows is None else rows - 1
+    logits = p[rows] @ torch.cat([q, p]).t() / tau
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[torch.arange(len(rows)), rows + n] = True
+    logits = logits.masked_fill(own, float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - logits[torch.arange(len(rows)), rows]).mean()
+
+
+@pytest.mark.parametrize(
+    "tau, chunk_size, keep_elements, rows",
+    [
+        (0.5, None, None, None),  # one chunk, exponentiated logits kept for the backward pass
+        (0.5, 7, 0, None),  # chunks, recomputed in the backward pass
+        (0.2, 5, None, [3, 1, 17, 30, 8]),  # a subset of anchors (the batch-anchor mode)
+        (0.01, 6, 0, None),  # tau so small that the row maximum is subtracted instead of 1/tau
+    ],
+)
+def test_contrastive_loss_value_and_gradients_equal_a_dense_autograd_reference(tau, chunk_size, keep_elements, rows):
+    torch.manual_seed(3)
+    h_m = torch.randn(31, 6, dtype=torch.float64, requires_grad=True)
+    h_c = torch.randn(31, 6, dtype=torch.float64, requires_grad=True)
+    rows = None if rows is None else torch.tensor(rows)
+    value = info_nce_loss(h_m, h_c, tau, rows=rows, chunk_size=chunk_size, keep_elements=keep_elements)
+    grads = torch.autograd.grad(value, (h_m, h_c))
+    expected = info_nce_dense_reference(h_m, h_c, tau, rows=rows)
+    expected_grads = torch.autograd.grad(expected, (h_m, h_c))
+    assert math.isfinite(value.item())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-10)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_fixed_sparse_product_and_its_gradient_equal_the_dense_ones():
+    torch.manual_seed(4)
+    graph = symmetric_normalize(knn_graph(torch.randn(20, 4, dtype=torch.float64), 3))
+    dense = graph.to_dense()
+    x = torch.randn(20, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(20, 5, dtype=torch.float64)
+    frozen = freeze(graph)
+    assert isinstance(frozen, FixedSparse) and frozen.matrix.layout == torch.sparse_csr
+    out = frozen.mm(x)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    torch.testing.assert_close(out, dense @ x)
+    torch.testing.assert_close(grad, dense.t() @ weights)  # not symmetric: the stored transpose is used
+    torch.testing.assert_close(propagate(frozen, x, 2), dense @ dense @ x)
 
 
 def test_graph_build_for_30000_items_stays_far_below_dense_memory():

@@ -7,7 +7,7 @@ from recbole.model.loss import BPRLoss, EmbLoss
 
 from recbole_micro.errors import FeatureFileError
 from recbole_micro.model.backbones import build_backbone
-from recbole_micro.model.layers import SparseGraph, knn_graph, symmetric_normalize
+from recbole_micro.model.layers import SparseGraph, freeze, knn_graph, symmetric_normalize
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -230,9 +230,9 @@ class ItemGraphRecommender(MultimodalRecommender):
 
 
 def tree_detach(graphs):
-    """Detach a graph or a dict/list of graphs."""
+    """Detach a graph or a dict/list of graphs, as :class:`FixedSparse` for fast reuse."""
     if isinstance(graphs, SparseGraph):
-        return graphs.detach()
+        return freeze(graphs)
     if isinstance(graphs, dict):
         return {k: tree_detach(v) for k, v in graphs.items()}
     return [tree_detach(g) for g in graphs]

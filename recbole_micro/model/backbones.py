@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_micro.model.layers import FixedSparse
+
 ADJ_NORMS = ("sym", "rw_self_loop")
 CF_MODELS = ("mf", "ngcf", "lightgcn")
 
@@ -56,33 +58,47 @@ class MFBackbone(nn.Module):
         return user_e, item_e
 
 
-class LightGCNBackbone(nn.Module):
+class GraphBackbone(nn.Module):
+    """A backbone that multiplies by the fixed normalised adjacency (kept in CSR form)."""
+
+    def __init__(self, adjacency, symmetric):
+        super().__init__()
+        operator = FixedSparse.from_coo(adjacency, symmetric=symmetric)
+        self.symmetric = symmetric
+        self.register_buffer("adjacency", operator.matrix, persistent=False)
+        if not symmetric:
+            self.register_buffer("adjacency_t", operator.matrix_t, persistent=False)
+
+    def adjacency_mm(self, dense):
+        """A @ dense, differentiable in ``dense``."""
+        return FixedSparse(self.adjacency, self.adjacency if self.symmetric else self.adjacency_t).mm(dense)
+
+
+class LightGCNBackbone(GraphBackbone):
     """LightGCN: E_(l+1) = A E_(l); the output is the mean of layers 0..L."""
 
-    def __init__(self, adjacency, n_layers):
-        super().__init__()
-        self.register_buffer("adjacency", adjacency, persistent=False)
+    def __init__(self, adjacency, n_layers, symmetric=True):
+        super().__init__(adjacency, symmetric)
         self.n_layers = n_layers
 
     def forward(self, user_e, item_e):
         ego = torch.cat([user_e, item_e])
         layers = [ego]
         for _ in range(self.n_layers):
-            layers.append(torch.sparse.mm(self.adjacency, layers[-1]))
+            layers.append(self.adjacency_mm(layers[-1]))
         out = torch.stack(layers).mean(dim=0)
         return out[: user_e.shape[0]], out[user_e.shape[0]:]
 
 
-class NGCFBackbone(nn.Module):
+class NGCFBackbone(GraphBackbone):
     """NGCF: E_(l+1) = LeakyReLU((A + I) E W1 + (A E * E) W2) with message dropout.
 
     The layers are L2-normalised and averaged (NGCF concatenates them), so the output keeps
     the embedding size that the item-graph term is added to.
     """
 
-    def __init__(self, adjacency, n_layers, embedding_size, mess_dropout):
-        super().__init__()
-        self.register_buffer("adjacency", adjacency, persistent=False)
+    def __init__(self, adjacency, n_layers, embedding_size, mess_dropout, symmetric=True):
+        super().__init__(adjacency, symmetric)
         self.gc_linears = nn.ModuleList(nn.Linear(embedding_size, embedding_size) for _ in range(n_layers))
         self.bi_linears = nn.ModuleList(nn.Linear(embedding_size, embedding_size) for _ in range(n_layers))
         self.dropout = nn.Dropout(mess_dropout)
@@ -91,7 +107,7 @@ class NGCFBackbone(nn.Module):
         ego = torch.cat([user_e, item_e])
         layers = [ego]
         for gc, bi in zip(self.gc_linears, self.bi_linears):
-            side = torch.sparse.mm(self.adjacency, ego)
+            side = self.adjacency_mm(ego)
             ego = F.leaky_relu(gc(side + ego) + bi(side * ego), negative_slope=0.2)
             ego = self.dropout(ego)
             layers.append(F.normalize(ego, p=2, dim=1))
@@ -106,6 +122,7 @@ def build_backbone(cf_model, inter_matrix, n_users, n_items, n_layers, embedding
     if cf_model == "mf":
         return MFBackbone()
     adjacency = interaction_adjacency(inter_matrix, n_users, n_items, adj_norm)
+    symmetric = adj_norm == "sym"
     if cf_model == "lightgcn":
-        return LightGCNBackbone(adjacency, n_layers)
-    return NGCFBackbone(adjacency, n_layers, embedding_size, mess_dropout)
+        return LightGCNBackbone(adjacency, n_layers, symmetric)
+    return NGCFBackbone(adjacency, n_layers, embedding_size, mess_dropout, symmetric)

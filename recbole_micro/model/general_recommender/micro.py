@@ -10,7 +10,8 @@ Reference code:
 
 Differences from the paper and the official code (each an option; the TKDE paper by default):
     - Graphs are sparse (N x k slots) and built in row chunks; the contrastive loss is exact over
-      all items, computed in anchor chunks under checkpointing: no N x N matrix.
+      all items, computed in anchor chunks with a hand-written backward: no N x N matrix.
+      ``cl_anchors: batch`` takes only the batch's items as anchors (negatives stay all items).
     - L_C uses -log (TKDE Eq. 10 drops it, a typo: v1 and the code have it), is one-directional
       and averaged over modalities (TKDE Eq. 9). ``cl_symmetric`` adds the v1 reverse term and
       ``cl_reduce: sum`` sums over modalities as the official code does.
@@ -32,14 +33,15 @@ from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
 from recbole_micro.model.backbones import scipy_to_torch
-from recbole_micro.model.layers import NORM_EPS, info_nce_loss, propagate, skip_connection
+from recbole_micro.model.layers import NORM_EPS, FixedSparse, info_nce_loss, propagate, skip_connection
 
 ITEM_REPRS = ("graph_id", "graph_feats", "feats")
 CL_REDUCES = ("mean", "sum")
+CL_ANCHORS = ("all", "batch")
 
 
 def row_normalized(matrix):
-    """D^-1 R as a torch sparse tensor; rows without entries stay zero."""
+    """D^-1 R as a torch sparse COO tensor; rows without entries stay zero."""
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.data[:] = 1.0
     counts = np.asarray(matrix.sum(axis=1)).ravel()
@@ -70,6 +72,7 @@ class MICRO(ItemGraphRecommender):
         self.cl_symmetric = config["cl_symmetric"]
         self.cl_reduce = config["cl_reduce"]
         self.cl_chunk_size = config["cl_chunk_size"]
+        self.cl_anchors = config["cl_anchors"]
         self.use_contrastive = config["use_contrastive"]
         self.use_specific = config["use_specific"]
         self.use_user_pref = config["use_user_pref"]
@@ -78,6 +81,8 @@ class MICRO(ItemGraphRecommender):
             raise ValueError(f"item_repr is {self.item_repr!r}; use one of {ITEM_REPRS}")
         if self.cl_reduce not in CL_REDUCES:
             raise ValueError(f"cl_reduce is {self.cl_reduce!r}; use one of {CL_REDUCES}")
+        if self.cl_anchors not in CL_ANCHORS:
+            raise ValueError(f"cl_anchors is {self.cl_anchors!r}; use one of {CL_ANCHORS}")
 
         # define layers (only those the switches use, so every parameter is trained)
         d = self.embedding_size
@@ -88,9 +93,9 @@ class MICRO(ItemGraphRecommender):
         if self.use_specific:
             self.specific_query = nn.Parameter(torch.empty(d))  # q_2
         if self.use_user_pref:
-            self.register_buffer(
-                "user_item_mean", row_normalized(dataset.inter_matrix(form="csr")), persistent=False
-            )  # D_R^-1 R for Eq. 16
+            user_item_mean = FixedSparse.from_coo(row_normalized(dataset.inter_matrix(form="csr")))  # D_R^-1 R
+            self.register_buffer("user_item_mean", user_item_mean.matrix, persistent=False)
+            self.register_buffer("user_item_mean_t", user_item_mean.matrix_t, persistent=False)
 
         # parameters initialization
         if self.use_contrastive:
@@ -173,7 +178,7 @@ class MICRO(ItemGraphRecommender):
 
     def user_preference(self, h):
         """h_u = mean of h_i over the user's training items (Eq. 16), (U, d); 0 without items."""
-        return torch.sparse.mm(self.user_item_mean, h)
+        return FixedSparse(self.user_item_mean, self.user_item_mean_t).mm(h)
 
     def final_embeddings(self, h):
         """(x~_u + h_u/|h_u|, x~_i + h_i/|h_i|), the two sides of Eq. 17."""
@@ -188,13 +193,24 @@ class MICRO(ItemGraphRecommender):
         return self.final_embeddings(self.item_multimodal_embeddings()["h"])
 
     # ----- losses (Eqs. 9-10, 13, 19) -----
-    def contrastive_loss(self, h_m, h_c):
-        """L_C (Eqs. 9-10): InfoNCE between each modality h^m and the shared h_c, over all items."""
+    def contrastive_anchors(self, interaction):
+        """The anchor items of L_C: None for all items (paper), or the batch's distinct items."""
+        if self.cl_anchors == "all":
+            return None
+        return torch.unique(torch.cat([interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]]))
+
+    def contrastive_loss(self, h_m, h_c, anchors=None):
+        """L_C (Eqs. 9-10): InfoNCE between each modality h^m and the shared h_c.
+
+        The mean runs over all items, or over ``anchors`` only (``cl_anchors: batch``, an
+        unbiased estimate when the anchors are uniform); the negatives are always all items.
+        """
         terms = []
         for m in self.modality_names:
-            term = info_nce_loss(h_m[m], h_c, self.tau, chunk_size=self.cl_chunk_size)
+            term = info_nce_loss(h_m[m], h_c, self.tau, rows=anchors, chunk_size=self.cl_chunk_size)
             if self.cl_symmetric:  # arXiv v1 Eq. 10: 1/2 [I(h^m, h_c) + I(h_c, h^m)]
-                term = 0.5 * (term + info_nce_loss(h_c, h_m[m], self.tau, chunk_size=self.cl_chunk_size))
+                reverse = info_nce_loss(h_c, h_m[m], self.tau, rows=anchors, chunk_size=self.cl_chunk_size)
+                term = 0.5 * (term + reverse)
             terms.append(term)
         total = torch.stack(terms).sum()
         return total if self.cl_reduce == "sum" else total / len(terms)
@@ -213,7 +229,8 @@ class MICRO(ItemGraphRecommender):
         mf_loss, reg_loss = self.bpr_and_reg(interaction, user_all, item_all)  # Eq. 18
         losses = [mf_loss, reg_loss]
         if self.use_contrastive:
-            losses.append(self.cl_weight * self.contrastive_loss(item_side["h_m"], item_side["h_c"]))
+            anchors = self.contrastive_anchors(interaction)
+            losses.append(self.cl_weight * self.contrastive_loss(item_side["h_m"], item_side["h_c"], anchors))
         if self.use_specific and len(self.modality_names) > 1:
             losses.append(self.ortho_weight * self.orthogonality_loss(item_side["h_s"]))
         return tuple(losses)  # Eq. 19: RecBole sums them and logs each
