@@ -1,0 +1,33 @@
+"""The benchmark scripts run end to end on tiny sizes (their numbers are not asserted)."""
+import csv
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_scale_benchmark_quick_mode_writes_both_tables(tmp_path):
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--models", "MICRO", "MICRO batch",
+        "--sweep", "300", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = read(tmp_path / "out" / "quick" / "models.csv")
+    assert [(r["scale"], r["model"]) for r in models] == [("tiny", "MICRO"), ("tiny", "MICRO batch")]
+    for row in models:
+        assert (row["users"], row["items"], row["train_rows"]) == ("120", "200", "1200")
+        assert row["timed_batches"] == row["batches"] == "2" and row["extrapolated"] == "False"
+        assert float(row["epoch_s"]) > 0 and float(row["eval_s"]) > 0 and float(row["peak_rss_gb"]) > 0.1
+    (sweep,) = read(tmp_path / "out" / "quick" / "sweep.csv")
+    assert sweep["items"] == "300" and float(sweep["dense_nxn_gb"]) == 0.0
+    assert all(float(sweep[f]) > 0 for f in ("knn_s", "propagate_s", "cl_exact_s", "cl_batch_s"))
+    # a re-run replaces its own rows and keeps the others
+    again = command[:command.index("--models")] + ["--models", "MICRO"] + command[command.index("--sweep"):]
+    subprocess.run(again, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=True)
+    assert sorted(r["model"] for r in read(tmp_path / "out" / "quick" / "models.csv")) == ["MICRO", "MICRO batch"]
