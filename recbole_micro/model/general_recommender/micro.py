@@ -11,7 +11,7 @@ Reference code:
 Differences from the paper and the official code (each an option; the TKDE paper by default):
     - Graphs are sparse (N x k slots) and built in row chunks; the contrastive loss is exact over
       all items, computed in anchor chunks with a hand-written backward: no N x N matrix.
-      ``cl_anchors: batch`` takes only the batch's items as anchors (negatives stay all items).
+      ``cl_anchors: batch`` takes only the batch's positive items as anchors (negatives stay all items).
     - L_C uses -log (TKDE Eq. 10 drops it, a typo: v1 and the code have it), is one-directional
       and averaged over modalities (TKDE Eq. 9). ``cl_symmetric`` adds the v1 reverse term and
       ``cl_reduce: sum`` sums over modalities as the official code does.
@@ -194,16 +194,17 @@ class MICRO(ItemGraphRecommender):
 
     # ----- losses (Eqs. 9-10, 13, 19) -----
     def contrastive_anchors(self, interaction):
-        """The anchor items of L_C: None for all items (paper), or the batch's distinct items."""
+        """The anchor items of L_C: None for all items (paper), or the batch's distinct positive items."""
         if self.cl_anchors == "all":
             return None
-        return torch.unique(torch.cat([interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]]))
+        return torch.unique(interaction[self.ITEM_ID])
 
     def contrastive_loss(self, h_m, h_c, anchors=None):
         """L_C (Eqs. 9-10): InfoNCE between each modality h^m and the shared h_c.
 
-        The mean runs over all items, or over ``anchors`` only (``cl_anchors: batch``, an
-        unbiased estimate when the anchors are uniform); the negatives are always all items.
+        The mean runs over all items, or over ``anchors`` only (``cl_anchors: batch``: the
+        batch's positive items, so items weigh by their training interactions); the negatives
+        are always all items.
         """
         terms = []
         for m in self.modality_names:
