@@ -5,8 +5,11 @@ Examples:
     python run_recbole_micro.py                                  # MICRO on MovieLens-100k
     python run_recbole_micro.py --model=LightGCN --dataset=ml-100k
     python run_recbole_micro.py -m VBPR -d ml-100k --config_files="my.yaml" --learning_rate=0.0005
+    python run_recbole_micro.py -d ml-100k --compare BPR LightGCN VBPR LATTICE MICRO --seeds 2020 2021 2022
+    python run_recbole_micro.py -m MICRO -d ml-100k --tune hyper/MICRO.hyper --algo exhaustive
 
-Every other ``--key=value`` flag is a RecBole setting and overrides the YAML files.
+Every other ``--key=value`` flag is a RecBole setting and overrides the YAML files (in
+--compare mode, for every run).
 """
 import argparse
 import sys
@@ -21,6 +24,17 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files with settings")
+    compare = parser.add_argument_group("compare mode (see README, 'Compare and tune')")
+    compare.add_argument("--compare", nargs="+", metavar="MODEL",
+                         help="run these models side by side; MODEL:key=value,... adds settings for that row")
+    compare.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022], help="one run per model and seed")
+    compare.add_argument("--proposed", nargs="+", default=["MICRO"], help="models compared with the best of the others")
+    compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>)")
+    tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
+    tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file (see hyper/)")
+    tune.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
+    tune.add_argument("--max_evals", type=int, default=50, help="points to try with random / bayes")
+    tune.add_argument("--early_stop", type=int, default=None, help="stop after this many points without progress")
     return parser.parse_known_args(argv)
 
 
@@ -42,11 +56,42 @@ def main(argv=None):
 
     config_files = args.config_files.split() if args.config_files else None
     try:
+        if args.compare:
+            return compare(args, config_files)
+        if args.tune:
+            return tune(args, config_files)
         result = run_recbole_micro(model=args.model, dataset=args.dataset, config_file_list=config_files)
     except RecBoleMicroError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary(args.model, args.dataset, result))
+    return 0
+
+
+def compare(args, config_files):
+    from recbole_micro.compare import parse_model_spec, run_comparison
+    from recbole_micro.utils import get_model
+
+    for spec in args.compare:  # an unknown name fails now, not after hours of other runs
+        get_model(parse_model_spec(spec)[0])
+    out = args.out or f"compare/{args.dataset}"
+    run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files, proposed=args.proposed)
+    print(open(f"{out}/table.md").read())
+    print(f"runs, logs, configs and chart in {out}/")
+    return 0
+
+
+def tune(args, config_files):
+    from recbole_micro.tune import run_tuning
+    from recbole_micro.utils import get_model
+
+    get_model(args.model)
+    out = args.out or f"tune/{args.model}-{args.dataset}"
+    tuner = run_tuning(args.tune, args.model, args.dataset, out, algo=args.algo, max_evals=args.max_evals,
+                       early_stop=args.early_stop, config_file_list=config_files)
+    print(f"best valid score {tuner.best_score:.4f} at {tuner.best_params}")
+    print(f"best settings in {out}/best.yaml: reuse them with --config_files={out}/best.yaml")
+    print(f"every point in {out}/trials.csv, RecBole's export in {out}/hyper_result.txt")
     return 0
 
 

@@ -43,7 +43,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, and ``saved_model_file`` (None when ``saved`` is False).
+        ``test_result``, ``saved_model_file`` (None when ``saved`` is False) and ``config``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ensure_dataset_prepared(config)  # before any logging: a missing dataset is one clear message
@@ -71,6 +71,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "config": config,
     }
 
 
@@ -86,6 +87,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     _, (train_data, valid_data, test_data), _, trainer = _build(config)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
+    report_to_ray_tune(test_result)
     return {
         "model": config["model"],
         "best_valid_score": best_valid_score,
@@ -93,6 +95,25 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+
+
+def report_to_ray_tune(metrics):
+    """Report ``metrics`` to Ray Tune when called inside one of its trials (else do nothing).
+
+    RecBole's own objective calls ``tune.report`` unconditionally and so imports ray; we only
+    look for a trial when ray is already imported, which it is inside a Ray Tune worker.
+    """
+    if "ray" not in sys.modules:
+        return
+    import warnings
+
+    from ray.air import session
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # get_trial_id warns outside a trial
+        if session.get_trial_id() is None:
+            return
+    session.report(dict(metrics))
 
 
 def load_data_and_model(model_file):

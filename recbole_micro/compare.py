@@ -1,0 +1,210 @@
+"""Side-by-side comparison: several models on one dataset under one protocol and several seeds.
+
+Every (model, seed) is one full run of :func:`~recbole_micro.quick_start.run_recbole_micro`
+with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
+
+- ``runs.jsonl``: one line per finished run (what makes the comparison resumable: a re-run
+  skips the (model, seed) pairs already there);
+- ``runs.csv``: the same rows, every valid and test metric at every cut-off, with the run's
+  time, its saved model, its log and its full config (``configs/<model>-seed<seed>.json``);
+- ``logs/<model>-seed<seed>.log``: RecBole's log of the run;
+- ``table.md``: the papers' Table 4 form, mean ± std over the seeds (best in bold, second
+  underlined), with the relative improvement of the best proposed model over the best baseline;
+- ``chart.png``: the same numbers as grouped bars with std error bars.
+"""
+import csv
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+TABLE_METRICS = ("recall@20", "precision@20", "ndcg@20")  # the papers' Table 4 columns
+DEFAULT_BASELINES = ("ItemKNN", "BPR", "NGCF", "LightGCN", "SGL", "VBPR")
+DEFAULT_PROPOSED = ("MICRO",)
+
+
+def read_runs(out_dir):
+    """The finished runs recorded in ``out_dir/runs.jsonl``."""
+    path = Path(out_dir) / "runs.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _log_file():
+    """The file RecBole's logger is writing to, if any."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
+def _config_as_dict(config):
+    return {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)
+            for k, v in config.final_config_dict.items()}
+
+
+def parse_model_spec(spec):
+    """``"MICRO:use_specific=False,knn_k=20"`` -> ``("MICRO", {"use_specific": False, "knn_k": 20})``.
+
+    A model name alone has no overrides. Values are read as YAML scalars. The whole spec is the
+    row label, so ablations and variants sit in the same table as the models.
+    """
+    import yaml
+
+    name, _, settings = spec.partition(":")
+    overrides = {}
+    for item in filter(None, settings.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"model spec {spec!r}: write settings as key=value, e.g. MICRO:use_specific=False")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name.strip(), overrides
+
+
+def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, config_dict=None, proposed=DEFAULT_PROPOSED,
+                   log=print):
+    """Run every model with every seed (skipping finished pairs) and write the tables.
+
+    Args:
+        models (list of str): model names, ours or RecBole's, in table order; a name may carry
+            settings for that row only, e.g. ``MICRO:use_specific=False`` (see :func:`parse_model_spec`).
+        dataset (str): dataset name.
+        seeds (list of int): seeds; each (model, seed) is one run.
+        out_dir (str or Path): where runs, logs, configs, table and chart go.
+        config_file_list (list of str): YAML files applied to every run.
+        config_dict (dict): settings applied to every run (the seed is set per run).
+        proposed (list of str): the models compared against the best of the others.
+
+    Returns:
+        list of dict: every finished run (old and new).
+    """
+    from recbole_micro.quick_start import run_recbole_micro
+
+    out_dir = Path(out_dir)
+    for sub in ("logs", "configs"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    for seed in seeds:
+        for model in models:
+            if (model, seed) in finished:
+                log(f"{model} seed {seed}: done before, skipped")
+                continue
+            start = time.time()
+            model_name, overrides = parse_model_spec(model)
+            result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
+                                       config_dict={**(config_dict or {}), **overrides, "seed": seed})
+            name = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
+            config_path = out_dir / "configs" / f"{name}.json"
+            config_path.write_text(json.dumps(_config_as_dict(result["config"]), indent=1, sort_keys=True))
+            log_path = _log_file()
+            if log_path is not None and log_path.is_file():
+                shutil.copyfile(log_path, out_dir / "logs" / f"{name}.log")
+            row = {
+                "model": model, "seed": seed, "dataset": dataset, "seconds": round(time.time() - start, 1),
+                "best_valid_score": result["best_valid_score"],
+                "saved_model_file": result["saved_model_file"],
+                "config": str(config_path.relative_to(out_dir)),
+                "log": f"logs/{name}.log" if log_path is not None else "",
+                **{f"valid_{k}": v for k, v in (result["best_valid_result"] or {}).items()},
+                **{f"test_{k}": v for k, v in (result["test_result"] or {}).items()},
+            }
+            with open(out_dir / "runs.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log(f"{model} seed {seed}: test " + ", ".join(f"{m} {row.get('test_' + m, float('nan')):.4f}" for m in TABLE_METRICS))
+    rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
+    write_outputs(rows, models, out_dir, proposed)
+    return rows
+
+
+def write_outputs(rows, models, out_dir, proposed=None):
+    """runs.csv, table.md and chart.png from finished runs."""
+    out_dir = Path(out_dir)
+    write_runs_csv(rows, out_dir / "runs.csv")
+    proposed = [m for m in (proposed or DEFAULT_PROPOSED) if m in models]
+    (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
+    plot_comparison(rows, models, out_dir / "chart.png")
+
+
+def write_runs_csv(rows, path):
+    fields = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
+    """{model: {metric: (mean, std, n)}} over the seeds, for the models that have runs."""
+    table = {}
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        if mine:
+            table[model] = {}
+            for m in metrics:
+                values = np.array([float(r[f"{split}_{m}"]) for r in mine])
+                table[model][m] = (float(values.mean()), float(values.std()), len(values))
+    return table
+
+
+def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METRICS, split="test"):
+    """The papers' Table 4 in Markdown: best mean in bold, second underlined, and the improvement.
+
+    The last row is (best proposed - best baseline) / best baseline per metric, where the
+    baselines are all the other models.
+    """
+    stats = summarize(rows, models, metrics, split)
+    ranked = {m: sorted({round(s[m][0], 4) for s in stats.values()}, reverse=True) for m in metrics}
+    header = "| Model | " + " | ".join(m.replace("recall", "Recall").replace("precision", "Precision")
+                                      .replace("ndcg", "NDCG") for m in metrics) + " |"
+    lines = [header, "|---|" + "---:|" * len(metrics)]
+    for model, cells in stats.items():
+        out = []
+        for m in metrics:
+            mean, std, n = cells[m]
+            text = f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else "")
+            if round(mean, 4) == ranked[m][0]:
+                text = f"**{text}**"
+            elif len(ranked[m]) > 1 and round(mean, 4) == ranked[m][1]:
+                text = f"<u>{text}</u>"
+            out.append(text)
+        lines.append(f"| {model} | " + " | ".join(out) + " |")
+    ours = [m for m in proposed if m in stats]
+    baselines = [m for m in stats if m not in proposed]
+    if ours and baselines:
+        cells = []
+        for m in metrics:
+            best_ours = max(stats[o][m][0] for o in ours)
+            best_base = max(stats[b][m][0] for b in baselines)
+            cells.append(f"{100 * (best_ours - best_base) / best_base:+.2f}%" if best_base > 0 else "n/a")
+        lines.append("| Improv. | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test"):
+    """Grouped bars (one group per metric, one bar per model) with std error bars, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summarize(rows, models, metrics, split)
+    names = list(stats)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(metrics) * max(len(names), 1) * 0.35, 3.6))
+    for k, model in enumerate(names):
+        x = np.arange(len(metrics)) + (k - (len(names) - 1) / 2) * width
+        ax.bar(x, [stats[model][m][0] for m in metrics], width, yerr=[stats[model][m][1] for m in metrics],
+               capsize=2, label=model)
+    ax.set_xticks(np.arange(len(metrics)), metrics)
+    ax.set_ylabel(f"{split} metric (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,99 @@
+"""Compare mode: the Table-4-style table on hand-made results, and a real resumable run."""
+import json
+
+import pytest
+
+from recbole_micro.compare import comparison_table, parse_model_spec, plot_comparison, read_runs
+from test_run_script import run_script
+
+
+def result_rows(values):
+    """Runs from {model: [(recall, precision, ndcg) per seed]}."""
+    rows = []
+    for model, seeds in values.items():
+        for seed, (r, p, n) in enumerate(seeds):
+            rows.append({"model": model, "seed": seed, "test_recall@20": r, "test_precision@20": p, "test_ndcg@20": n})
+    return rows
+
+
+def test_table_marks_best_and_second_and_reports_the_improvement_over_the_best_baseline():
+    rows = result_rows({
+        "BPR": [(0.10, 0.010, 0.05), (0.12, 0.012, 0.07)],  # means .11, .011, .06
+        "LightGCN": [(0.14, 0.013, 0.08), (0.14, 0.013, 0.08)],
+        "MICRO": [(0.15, 0.012, 0.09), (0.17, 0.014, 0.09)],  # means .16, .013, .09
+    })
+    table = comparison_table(rows, ["BPR", "LightGCN", "MICRO"], proposed=["MICRO"]).splitlines()
+    assert table[0] == "| Model | Recall@20 | Precision@20 | NDCG@20 |"
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| BPR", "| LightGCN", "| MICRO", "| Improv."]
+    assert table[2] == "| BPR | 0.1100 ± 0.0100 | <u>0.0110 ± 0.0010</u> | 0.0600 ± 0.0100 |"
+    assert table[3] == "| LightGCN | <u>0.1400 ± 0.0000</u> | **0.0130 ± 0.0000** | <u>0.0800 ± 0.0000</u> |"
+    # precision ties at .013: both best; then BPR is second
+    assert table[4] == "| MICRO | **0.1600 ± 0.0100** | **0.0130 ± 0.0010** | **0.0900 ± 0.0000** |"
+    assert table[5] == "| Improv. | +14.29% | +0.00% | +12.50% |"
+
+
+def test_plot_writes_a_png(tmp_path):
+    rows = result_rows({"BPR": [(0.1, 0.01, 0.05)], "MICRO": [(0.2, 0.02, 0.1)]})
+    path = plot_comparison(rows, ["BPR", "MICRO"], tmp_path / "chart.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
+    config_file = tiny.write_config()
+    out = tiny.root / "cmp"
+    args = ["-d", "tiny", f"--config_files={config_file}", "--epochs=1", "--compare", "BPR", "VBPR",
+            "--proposed", "VBPR", "--seeds", "1", "2", "--out", str(out)]
+    first = run_script(*args, cwd=tiny.root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = read_runs(out)
+    assert sorted((r["model"], r["seed"]) for r in runs) == [("BPR", 1), ("BPR", 2), ("VBPR", 1), ("VBPR", 2)]
+    for run in runs:
+        config = json.loads((out / run["config"]).read_text())
+        assert config["seed"] == run["seed"] and config["model"] == run["model"] and config["epochs"] == 1
+        assert (out / run["log"]).is_file()
+        assert {"test_recall@10", "test_recall@20", "valid_ndcg@20", "test_precision@10"} <= set(run)
+    table = (out / "table.md").read_text().splitlines()
+    assert table[0] == "| Model | Recall@20 | Precision@20 | NDCG@20 |"
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| BPR", "| VBPR", "| Improv."]
+    assert sum("**" in line for line in table[2:4]) >= 1
+    header = (out / "runs.csv").read_text().splitlines()[0].split(",")
+    assert {"model", "seed", "config", "log", "test_recall@20"} <= set(header)
+    assert (out / "chart.png").stat().st_size > 5000
+
+    second = run_script(*args, cwd=tiny.root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("done before, skipped") == 4
+    assert len(read_runs(out)) == 4
+
+
+def test_compare_mode_rejects_an_unknown_model_before_running_anything(tiny):
+    result = run_script("-d", "tiny", "--compare", "BPR", "Foo", "--out", str(tiny.root / "cmp"), cwd=tiny.root)
+    assert result.returncode == 2 and "Foo" in result.stderr
+    assert not (tiny.root / "cmp" / "runs.jsonl").exists()
+
+
+@pytest.mark.parametrize("models, proposed", [(["BPR"], ["MICRO"])])
+def test_table_without_a_proposed_model_has_no_improvement_row(models, proposed):
+    rows = result_rows({"BPR": [(0.1, 0.01, 0.05)]})
+    assert "Improv." not in comparison_table(rows, models, proposed)
+
+
+def test_model_specs_carry_row_settings():
+    assert parse_model_spec("MICRO") == ("MICRO", {})
+    assert parse_model_spec("MICRO:use_specific=False,knn_k=20,cl_anchors=batch") == (
+        "MICRO", {"use_specific": False, "knn_k": 20, "cl_anchors": "batch"})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_spec("MICRO:use_specific")
+
+
+def test_compare_mode_runs_ablation_rows_with_their_settings(tiny):
+    config_file = tiny.write_config(knn_k=4)
+    out = tiny.root / "ablations"
+    result = run_script("-d", "tiny", f"--config_files={config_file}", "--epochs=1", "--compare", "MICRO",
+                        "MICRO:use_specific=False", "--seeds", "3", "--out", str(out), cwd=tiny.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["model"]: r for r in read_runs(out)}
+    assert set(runs) == {"MICRO", "MICRO:use_specific=False"}
+    configs = {m: json.loads((out / r["config"]).read_text()) for m, r in runs.items()}
+    assert configs["MICRO"]["use_specific"] is True and configs["MICRO:use_specific=False"]["use_specific"] is False
+    assert "| MICRO:use_specific=False |" in (out / "table.md").read_text()
