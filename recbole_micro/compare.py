@@ -124,7 +124,7 @@ def write_outputs(rows, models, out_dir, proposed=None):
     """runs.csv, table.md and chart.png from finished runs."""
     out_dir = Path(out_dir)
     write_runs_csv(rows, out_dir / "runs.csv")
-    proposed = [m for m in (proposed or DEFAULT_PROPOSED) if m in models]
+    proposed = list(proposed or DEFAULT_PROPOSED)
     (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
     plot_comparison(rows, models, out_dir / "chart.png")
 
@@ -155,8 +155,9 @@ def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
 def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METRICS, split="test"):
     """The papers' Table 4 in Markdown: best mean in bold, second underlined, and the improvement.
 
-    The last row is (best proposed - best baseline) / best baseline per metric, where the
-    baselines are all the other models.
+    The last row is (best proposed - best baseline) / best baseline per metric. A row is
+    proposed when its model name (without ``:settings``) is in ``proposed``, so variants of a
+    proposed model are never its baselines; the baselines are all the other rows.
     """
     stats = summarize(rows, models, metrics, split)
     ranked = {m: sorted({round(s[m][0], 4) for s in stats.values()}, reverse=True) for m in metrics}
@@ -174,8 +175,8 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
                 text = f"<u>{text}</u>"
             out.append(text)
         lines.append(f"| {model} | " + " | ".join(out) + " |")
-    ours = [m for m in proposed if m in stats]
-    baselines = [m for m in stats if m not in proposed]
+    ours = [m for m in stats if m in proposed or parse_model_spec(m)[0] in proposed]
+    baselines = [m for m in stats if m not in ours]
     if ours and baselines:
         cells = []
         for m in metrics:

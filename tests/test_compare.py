@@ -97,3 +97,10 @@ def test_compare_mode_runs_ablation_rows_with_their_settings(tiny):
     configs = {m: json.loads((out / r["config"]).read_text()) for m, r in runs.items()}
     assert configs["MICRO"]["use_specific"] is True and configs["MICRO:use_specific=False"]["use_specific"] is False
     assert "| MICRO:use_specific=False |" in (out / "table.md").read_text()
+
+
+def test_variants_of_a_proposed_model_are_not_its_baselines():
+    rows = result_rows({"LightGCN": [(0.30, 0.1, 0.2)], "MICRO": [(0.33, 0.1, 0.2)],
+                        "MICRO:cl_anchors=batch": [(0.36, 0.1, 0.2)]})
+    table = comparison_table(rows, ["LightGCN", "MICRO", "MICRO:cl_anchors=batch"], proposed=["MICRO"])
+    assert table.splitlines()[-1].startswith("| Improv. | +20.00% |")  # best MICRO row against LightGCN
