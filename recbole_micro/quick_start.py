@@ -15,6 +15,24 @@ from recbole_micro.trainer import load_checkpoint, restore_model
 from recbole_micro.utils import create_dataset, get_model, get_trainer
 
 
+def init_run_logger(config):
+    """RecBole's ``init_logger`` for a new run, also when an earlier run in this process set one up.
+
+    ``init_logger`` configures the root logger with ``logging.basicConfig``, which does nothing
+    once the root logger has handlers: without this, every later run in the same process (a
+    comparison, a tuning search) would keep writing into the first run's log file.
+    """
+    import colorlog
+
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        # RecBole's two handlers: its log file, and the console with colorlog's formatter
+        if isinstance(handler, logging.FileHandler) or isinstance(handler.formatter, colorlog.ColoredFormatter):
+            root.removeHandler(handler)
+            handler.close()
+    init_logger(config)
+
+
 def _build_data_and_model(config):
     """Dataset, (train, valid, test) dataloaders and model for ``config``."""
     dataset = create_dataset(config)
@@ -48,7 +66,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ensure_dataset_prepared(config)  # before any logging: a missing dataset is one clear message
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -79,11 +97,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     """The objective for RecBole's ``HyperTuning``: one training run with these settings."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
     init_seed(config["seed"], config["reproducibility"])
-    logger = getLogger()
-    for handler in logger.handlers[:]:
-        logger.removeHandler(handler)
-    init_logger(config)
-    logging.basicConfig(level=logging.ERROR)
+    init_run_logger(config)
     _, (train_data, valid_data, test_data), _, trainer = _build(config)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
@@ -125,7 +139,7 @@ def load_data_and_model(model_file):
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     dataset, (train_data, valid_data, test_data), model = _build_data_and_model(config)
     restore_model(model, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data

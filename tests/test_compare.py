@@ -41,7 +41,7 @@ def test_plot_writes_a_png(tmp_path):
 def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
     config_file = tiny.write_config()
     out = tiny.root / "cmp"
-    args = ["-d", "tiny", f"--config_files={config_file}", "--epochs=1", "--compare", "BPR", "VBPR",
+    args = ["-d", "tiny", f"--config_files={config_file}", "--epochs=1", "--state=INFO", "--compare", "BPR", "VBPR",
             "--proposed", "VBPR", "--seeds", "1", "2", "--out", str(out)]
     first = run_script(*args, cwd=tiny.root)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -50,7 +50,9 @@ def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
     for run in runs:
         config = json.loads((out / run["config"]).read_text())
         assert config["seed"] == run["seed"] and config["model"] == run["model"] and config["epochs"] == 1
-        assert (out / run["log"]).is_file()
+        log = (out / run["log"]).read_text()
+        assert log.count("best valid") == 1, "each run's log holds that run only"  # not the first run's file
+        assert f"seed = {run['seed']}\n" in log
         assert {"test_recall@10", "test_recall@20", "valid_ndcg@20", "test_precision@10"} <= set(run)
     table = (out / "table.md").read_text().splitlines()
     assert table[0] == "| Model | Recall@20 | Precision@20 | NDCG@20 |"
