@@ -123,13 +123,14 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
 def write_outputs(rows, models, out_dir, proposed=None):
     """runs.csv, table.md and chart.png from finished runs."""
     out_dir = Path(out_dir)
-    write_runs_csv(rows, out_dir / "runs.csv")
+    write_rows_csv(rows, out_dir / "runs.csv")
     proposed = list(proposed or DEFAULT_PROPOSED)
     (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
     plot_comparison(rows, models, out_dir / "chart.png")
 
 
-def write_runs_csv(rows, path):
+def write_rows_csv(rows, path):
+    """Rows of dicts as CSV; the columns are every key, in first-seen order."""
     fields = []
     for row in rows:
         fields += [k for k in row if k not in fields]

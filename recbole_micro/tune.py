@@ -15,23 +15,33 @@ test metric), RecBole's own ``hyper_result.txt``, ``best.yaml`` (the best point,
 papers' Figures 4-6 form: metric against the parameter, averaged over the other parameters;
 with a single-parameter params file it is exactly the sweep).
 """
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
+from recbole_micro.compare import write_rows_csv
+
 SENSITIVITY_METRICS = ("recall@20", "ndcg@20")
+
+
+def read_params_file(params_file):
+    """(name, kind, value) per parameter line of a RecBole params file, in order.
+
+    Like RecBole's parser, a line needs at least three space-separated fields and the value is
+    the rest of the line with its spaces removed.
+    """
+    lines = []
+    for line in Path(params_file).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.lstrip().startswith("#"):
+            lines.append((parts[0], parts[1], "".join(parts[2:])))
+    return lines
 
 
 def params_in_file(params_file):
     """The parameter names of a RecBole params file, in order."""
-    names = []
-    for line in Path(params_file).read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not line.lstrip().startswith("#"):
-            names.append(parts[0])
-    return names
+    return [name for name, _, _ in read_params_file(params_file)]
 
 
 def run_tuning(params_file, model, dataset, out_dir, algo="exhaustive", max_evals=100, early_stop=None,
@@ -78,24 +88,14 @@ def run_tuning(params_file, model, dataset, out_dir, algo="exhaustive", max_eval
                         max_evals=max_evals, early_stop=early_stop or 10 ** 9)
     tuner.run()
     tuner.export_result(output_file=str(out_dir / "hyper_result.txt"))
-    write_rows(trials, out_dir / "trials.csv")
+    write_rows_csv(trials, out_dir / "trials.csv")
     write_best_yaml(tuner.best_params, out_dir / "best.yaml")
     for name in names:
         if len({str(t[name]) for t in trials}) > 1:
             rows = sensitivity_rows(trials, name)
-            write_rows(rows, out_dir / f"sensitivity-{name}.csv")
+            write_rows_csv(rows, out_dir / f"sensitivity-{name}.csv")
             plot_sensitivity(rows, name, out_dir / f"sensitivity-{name}.png", title=f"{model} on {dataset}")
     return tuner
-
-
-def write_rows(rows, path):
-    fields = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def write_best_yaml(best_params, path):
@@ -160,11 +160,7 @@ def ray_search_space(params_file):
     from ray import tune
 
     space = {}
-    for line in Path(params_file).read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        name, kind, value = parts[0], parts[1], "".join(parts[2:])
+    for name, kind, value in read_params_file(params_file):
         if kind == "choice":
             space[name] = tune.choice(eval(value))  # RecBole's format: a Python list literal
         elif kind == "uniform":
@@ -177,7 +173,7 @@ def ray_search_space(params_file):
             low, high = (float(v) for v in value.split(","))
             space[name] = tune.loguniform(float(np.exp(low)), float(np.exp(high)))
         else:
-            raise ValueError(f"{params_file}: unknown kind {kind!r} in line {line!r}")
+            raise ValueError(f"{params_file}: unknown kind {kind!r} for {name!r}")
     return space
 
 

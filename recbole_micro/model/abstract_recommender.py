@@ -67,7 +67,53 @@ class MultimodalRecommender(GeneralRecommender):
         super().load_other_parameter(para)
 
 
-class ItemGraphRecommender(MultimodalRecommender):
+class InnerProductRecommender(MultimodalRecommender):
+    """A multimodal model that scores by the inner product of final user and item embeddings.
+
+    Subclasses implement ``forward()`` -> (U, d), (N, d) final embeddings. Evaluation computes
+    them once and caches them detached; ``clear_cache()`` drops them when weights change.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.mf_loss = BPRLoss()
+        self.restore_user_e = None
+        self.restore_item_e = None
+
+    def bpr_loss(self, interaction, user_all, item_all):
+        """BPR loss of the batch's (user, positive, negative) triples under inner-product scores."""
+        u = user_all[interaction[self.USER_ID]]
+        pos_scores = (u * item_all[interaction[self.ITEM_ID]]).sum(dim=1)
+        neg_scores = (u * item_all[interaction[self.NEG_ITEM_ID]]).sum(dim=1)
+        return self.mf_loss(pos_scores, neg_scores)
+
+    def final_embeddings_cached(self):
+        """Final (U, d) and (N, d) embeddings, computed once per evaluation (detached)."""
+        if self.restore_user_e is None:
+            # detach() also turns a bare Parameter (MF backbone) into a plain tensor, which a
+            # module attribute must be so that it is not registered as a parameter.
+            self.restore_user_e, self.restore_item_e = (e.detach() for e in self.forward())
+        return self.restore_user_e, self.restore_item_e
+
+    def predict(self, interaction):
+        user_all, item_all = self.final_embeddings_cached()
+        user = interaction[self.USER_ID]
+        item = interaction[self.ITEM_ID]
+        return (user_all[user] * item_all[item]).sum(dim=1)
+
+    def full_sort_predict(self, interaction):
+        user_all, item_all = self.final_embeddings_cached()
+        return (user_all[interaction[self.USER_ID]] @ item_all.t()).view(-1)
+
+    def clear_cache(self):
+        self.restore_user_e, self.restore_item_e = None, None
+
+    def load_other_parameter(self, para):
+        super().load_other_parameter(para)
+        self.clear_cache()  # weights changed: cached final embeddings are stale
+
+
+class ItemGraphRecommender(InnerProductRecommender):
     """Shared machinery of LATTICE and MICRO: a CF backbone plus per-modality item graphs.
 
     Per modality m it keeps the initial graph S~^m = norm(kNN(e^m)) built once from the raw
@@ -110,7 +156,6 @@ class ItemGraphRecommender(MultimodalRecommender):
             self.cf_model, dataset.inter_matrix(form="coo").astype(np.float32), self.n_users, self.n_items,
             self.cf_n_layers, self.embedding_size, self.cf_adj_norm, self.mess_dropout,
         )
-        self.mf_loss = BPRLoss()
         self.reg_loss = EmbLoss()
 
         # initial graphs S~^m (Eqs. 1-3), fixed, never in checkpoints
@@ -124,8 +169,6 @@ class ItemGraphRecommender(MultimodalRecommender):
         self.rebuild_graph = True
         self.graph_builds = 0
         self._graph_cache = None
-        self.restore_user_e = None
-        self.restore_item_e = None
 
         # parameters initialization (Xavier, as the papers say; feature tables untouched)
         for module in [self.user_embedding, self.item_embedding, *self.feat_transforms.values()]:
@@ -192,39 +235,14 @@ class ItemGraphRecommender(MultimodalRecommender):
 
     def bpr_and_reg(self, interaction, user_all, item_all):
         """BPR loss (Eq. 18, batch mean) and weighted L2 for one batch."""
-        user = interaction[self.USER_ID]
-        pos_item = interaction[self.ITEM_ID]
-        neg_item = interaction[self.NEG_ITEM_ID]
-        u = user_all[user]
-        pos_scores = (u * item_all[pos_item]).sum(dim=1)
-        neg_scores = (u * item_all[neg_item]).sum(dim=1)
-        mf_loss = self.mf_loss(pos_scores, neg_scores)
-        return mf_loss, self.reg_weight * self.regularization(user, pos_item, neg_item, user_all, item_all)
-
-    def final_embeddings_cached(self):
-        """Final (U, d) and (N, d) embeddings, computed once per evaluation (detached)."""
-        if self.restore_user_e is None:
-            # detach() also turns a bare Parameter (MF backbone) into a plain tensor, which a
-            # module attribute must be so that it is not registered as a parameter.
-            self.restore_user_e, self.restore_item_e = (e.detach() for e in self.forward())
-        return self.restore_user_e, self.restore_item_e
-
-    def predict(self, interaction):
-        user_all, item_all = self.final_embeddings_cached()
-        user = interaction[self.USER_ID]
-        item = interaction[self.ITEM_ID]
-        return (user_all[user] * item_all[item]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        user_all, item_all = self.final_embeddings_cached()
-        return (user_all[interaction[self.USER_ID]] @ item_all.t()).view(-1)
-
-    def clear_cache(self):
-        self.restore_user_e, self.restore_item_e = None, None
+        mf_loss = self.bpr_loss(interaction, user_all, item_all)
+        reg = self.regularization(
+            interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID], user_all, item_all
+        )
+        return mf_loss, self.reg_weight * reg
 
     def load_other_parameter(self, para):
-        super().load_other_parameter(para)
-        self.clear_cache()  # weights changed: cached final embeddings are stale
+        super().load_other_parameter(para)  # also drops the cached final embeddings
         self._graph_cache = None
         self.rebuild_graph = True
 

@@ -15,6 +15,28 @@ ADJ_NORMS = ("sym", "rw_self_loop")
 CF_MODELS = ("mf", "ngcf", "lightgcn")
 
 
+def bipartite_adjacency(inter_matrix, n_users, n_items):
+    """Binary bipartite adjacency [[0, R], [R^T, 0]] over users then items, scipy CSR."""
+    r = sp.coo_matrix(inter_matrix, dtype=np.float32)
+    r.data[:] = 1.0
+    n = n_users + n_items
+    a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    a.resize((n, n))
+    return a
+
+
+def row_normalized(matrix):
+    """D^-1 M (each row averages its entries, taken as 1) as a torch sparse COO tensor.
+
+    Rows without entries stay zero.
+    """
+    matrix = sp.csr_matrix(matrix, dtype=np.float32)
+    matrix.data[:] = 1.0
+    counts = np.asarray(matrix.sum(axis=1)).ravel()
+    scale = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+    return scipy_to_torch(sp.diags(scale) @ matrix)
+
+
 def interaction_adjacency(inter_matrix, n_users, n_items, norm="sym"):
     """Normalised bipartite adjacency [[0, R], [R^T, 0]] of the training interactions.
 
@@ -28,11 +50,8 @@ def interaction_adjacency(inter_matrix, n_users, n_items, norm="sym"):
     """
     if norm not in ADJ_NORMS:
         raise ValueError(f"cf_adj_norm is {norm!r}; use one of {ADJ_NORMS}")
-    r = sp.coo_matrix(inter_matrix, dtype=np.float32)
-    r.data[:] = 1.0
+    a = bipartite_adjacency(inter_matrix, n_users, n_items)
     n = n_users + n_items
-    a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
-    a.resize((n, n))
     if norm == "rw_self_loop":
         a = a + sp.eye(n, dtype=np.float32, format="csr")
     degree = np.asarray(a.sum(axis=1)).ravel() + 1e-7

@@ -24,29 +24,18 @@ Differences from the paper and the official code (each an option; the TKDE paper
 """
 import itertools
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.backbones import scipy_to_torch
+from recbole_micro.model.backbones import row_normalized
 from recbole_micro.model.layers import NORM_EPS, FixedSparse, info_nce_loss, propagate, skip_connection
 
 ITEM_REPRS = ("graph_id", "graph_feats", "feats")
 CL_REDUCES = ("mean", "sum")
 CL_ANCHORS = ("all", "batch")
-
-
-def row_normalized(matrix):
-    """D^-1 R as a torch sparse COO tensor; rows without entries stay zero."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.data[:] = 1.0
-    counts = np.asarray(matrix.sum(axis=1)).ravel()
-    scale = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
-    return scipy_to_torch(sp.diags(scale) @ matrix)
 
 
 class MICRO(ItemGraphRecommender):

@@ -16,15 +16,14 @@ Differences from the paper (options; the paper's form by default):
       width before the first layer, as the official code can; empty keeps the raw width.
 """
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.model.loss import EmbLoss
 from recbole.utils import InputType
 
-from recbole_micro.model.abstract_recommender import MultimodalRecommender
-from recbole_micro.model.backbones import scipy_to_torch
+from recbole_micro.model.abstract_recommender import InnerProductRecommender
+from recbole_micro.model.backbones import bipartite_adjacency, row_normalized
 from recbole_micro.model.layers import FixedSparse
 
 AGGREGATIONS = ("mean", "max")
@@ -61,7 +60,7 @@ class MMGCNLayer(nn.Module):
         return F.leaky_relu(self.combine_linear(h) + x_hat)  # g_ele
 
 
-class MMGCN(MultimodalRecommender):
+class MMGCN(InnerProductRecommender):
     r"""MMGCN: one user-item graph convolution per modality, summed into :math:`u^*` and :math:`i^*`."""
 
     input_type = InputType.PAIRWISE
@@ -81,12 +80,14 @@ class MMGCN(MultimodalRecommender):
         if self.combination not in COMBINATIONS:
             raise ValueError(f"combination is {self.combination!r}; use one of {COMBINATIONS}")
 
-        # the user-item graph: mean over neighbours as D^-1 A, and the edge list for max pooling
-        inter = dataset.inter_matrix(form="coo")
-        mean_adjacency = FixedSparse.from_coo(self._mean_adjacency(inter))
+        # the user-item graph: mean over neighbours as D^-1 A, and the (target, source) edge list
+        # of both directions for max pooling
+        adjacency = bipartite_adjacency(dataset.inter_matrix(form="coo"), self.n_users, self.n_items)
+        mean_adjacency = FixedSparse.from_coo(row_normalized(adjacency))
         self.register_buffer("mean_adjacency", mean_adjacency.matrix, persistent=False)
         self.register_buffer("mean_adjacency_t", mean_adjacency.matrix_t, persistent=False)
-        self.register_buffer("edges", self._edges(inter), persistent=False)
+        edges = adjacency.tocoo()
+        self.register_buffer("edges", torch.from_numpy(np.vstack([edges.row, edges.col]).astype(np.int64)), persistent=False)
 
         # define layers and loss
         d = self.embedding_size
@@ -103,10 +104,7 @@ class MMGCN(MultimodalRecommender):
             self.layers[m] = nn.ModuleList(
                 MMGCNLayer(in_dim if l == 0 else d, d, self.aggregation, self.combination) for l in range(self.n_layers)
             )
-        self.mf_loss = BPRLoss()
         self.reg_loss = EmbLoss()
-        self.restore_user_e = None
-        self.restore_item_e = None
 
         # parameters initialization
         for parameter in [self.user_id_embedding.weight, self.item_id_embedding.weight, *self.preferences.values()]:
@@ -116,23 +114,6 @@ class MMGCN(MultimodalRecommender):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-
-    def _bipartite(self, inter):
-        r = sp.coo_matrix(inter, dtype="float32")
-        r.data[:] = 1.0
-        return sp.bmat([[None, r], [r.T, None]], format="csr", dtype="float32")
-
-    def _mean_adjacency(self, inter):
-        """D^-1 A over [users; items]: row i averages i's neighbours (zero for isolated nodes)."""
-        a = self._bipartite(inter)
-        degree = np.asarray(a.sum(axis=1)).ravel()
-        scale = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-        return scipy_to_torch(sp.diags(scale) @ a)
-
-    def _edges(self, inter):
-        """(2, E) directed edges (target, source) of the bipartite graph, both directions."""
-        a = self._bipartite(inter).tocoo()
-        return torch.from_numpy(np.vstack([a.row, a.col]).astype(np.int64))
 
     def modality_input(self, m):
         """x_m^(0) = [u_m; i_m] (features projected when ``latent_dim`` is set), (U + N, in_dim)."""
@@ -156,13 +137,12 @@ class MMGCN(MultimodalRecommender):
         return total[: self.n_users], total[self.n_users:]
 
     def calculate_loss(self, interaction):
-        self.restore_user_e = self.restore_item_e = None
+        self.clear_cache()
         user = interaction[self.USER_ID]
         pos_item = interaction[self.ITEM_ID]
         neg_item = interaction[self.NEG_ITEM_ID]
         user_all, item_all = self.forward()
-        u = user_all[user]
-        mf_loss = self.mf_loss((u * item_all[pos_item]).sum(dim=1), (u * item_all[neg_item]).sum(dim=1))
+        mf_loss = self.bpr_loss(interaction, user_all, item_all)
         reg_loss = self.reg_loss(
             self.user_id_embedding(user), self.item_id_embedding(pos_item), self.item_id_embedding(neg_item),
             *[self.preferences[m][user] for m in self.modality_names], require_pow=True,
@@ -170,18 +150,5 @@ class MMGCN(MultimodalRecommender):
         return mf_loss, self.reg_weight * reg_loss
 
     def train(self, mode=True):
-        self.restore_user_e = self.restore_item_e = None  # new mode or new weights: recompute
+        self.clear_cache()  # new mode or new weights: recompute
         return super().train(mode)
-
-    def _cached(self):
-        if self.restore_user_e is None:
-            self.restore_user_e, self.restore_item_e = (e.detach() for e in self.forward())
-        return self.restore_user_e, self.restore_item_e
-
-    def predict(self, interaction):
-        user_all, item_all = self._cached()
-        return (user_all[interaction[self.USER_ID]] * item_all[interaction[self.ITEM_ID]]).sum(dim=1)
-
-    def full_sort_predict(self, interaction):
-        user_all, item_all = self._cached()
-        return (user_all[interaction[self.USER_ID]] @ item_all.t()).view(-1)
