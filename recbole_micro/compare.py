@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recbole_micro.errors import ModelSpecError
+
 TABLE_METRICS = ("recall@20", "precision@20", "ndcg@20")  # the papers' Table 4 columns
 DEFAULT_BASELINES = ("ItemKNN", "BPR", "NGCF", "LightGCN", "SGL", "VBPR")
 DEFAULT_PROPOSED = ("MICRO",)
@@ -60,7 +62,7 @@ def parse_model_spec(spec):
     for item in filter(None, settings.split(",")):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"model spec {spec!r}: write settings as key=value, e.g. MICRO:use_specific=False")
+            raise ModelSpecError(f"model spec {spec!r}: write settings as key=value, e.g. MICRO:use_specific=False")
         overrides[key.strip()] = yaml.safe_load(value)
     return name.strip(), overrides
 

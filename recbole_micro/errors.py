@@ -9,6 +9,10 @@ class UnknownModelError(RecBoleMicroError, ValueError):
     """The model name is neither a recbole-micro model nor a RecBole model."""
 
 
+class ModelSpecError(RecBoleMicroError, ValueError):
+    """A compare-mode model spec ``MODEL:key=value,...`` is malformed."""
+
+
 class DatasetNotPreparedError(RecBoleMicroError, FileNotFoundError):
     """The dataset's atomic files are not where RecBole will look for them."""
 

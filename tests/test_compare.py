@@ -68,9 +68,10 @@ def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
     assert len(read_runs(out)) == 4
 
 
-def test_compare_mode_rejects_an_unknown_model_before_running_anything(tiny):
-    result = run_script("-d", "tiny", "--compare", "BPR", "Foo", "--out", str(tiny.root / "cmp"), cwd=tiny.root)
-    assert result.returncode == 2 and "Foo" in result.stderr
+@pytest.mark.parametrize("bad, message", [("Foo", "Foo"), ("MICRO:use_specific", "write settings as key=value")])
+def test_compare_mode_rejects_a_bad_model_before_running_anything(tiny, bad, message):
+    result = run_script("-d", "tiny", "--compare", "BPR", bad, "--out", str(tiny.root / "cmp"), cwd=tiny.root)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tiny.root / "cmp" / "runs.jsonl").exists()
 
 
