@@ -1,10 +1,17 @@
-"""Trainers that load their own checkpoints under torch >= 2.6.
+"""Trainers that load their own checkpoints under torch >= 2.6, each from a file of its own.
 
 torch 2.6 made ``torch.load`` default to ``weights_only=True``, which refuses RecBole's
 checkpoints (they hold the ``Config`` object) when the trainer reloads the best model. The
 checkpoints are files this process wrote, so they are loaded explicitly with
 ``weights_only=False``; no environment variable is needed.
+
+RecBole names a checkpoint ``<model>-<local time to the second>.pth``: two runs of one model
+started in the same second (parallel comparisons, Ray Tune trials) write the same file and
+reload each other's best model for the test evaluation. Our trainers add a random suffix.
 """
+import uuid
+from pathlib import Path
+
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
@@ -21,8 +28,19 @@ def restore_model(model, checkpoint):
     model.load_state_dict(checkpoint["state_dict"])
 
 
+def unique_checkpoint_file(path):
+    """``path`` (``<dir>/<model>-<time>.pth``) with a random suffix no other run will pick."""
+    path = Path(path)
+    return str(path.with_name(f"{path.stem}-{uuid.uuid4().hex[:8]}{path.suffix}"))
+
+
 class CheckpointMixin:
-    """Replaces the two places where RecBole's trainers call ``torch.load``."""
+    """Replaces the two places where RecBole's trainers call ``torch.load``, and gives every
+    run its own checkpoint file."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_file(self.saved_model_file)
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)

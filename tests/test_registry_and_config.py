@@ -1,5 +1,6 @@
 """Model/trainer/dataset lookup with fallback to RecBole, and config layering."""
 import re
+from pathlib import Path
 import sys
 
 import pytest
@@ -104,3 +105,18 @@ def test_quick_start_does_not_import_ray():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_runs_started_in_the_same_second_save_to_different_checkpoints(tiny, monkeypatch):
+    # RecBole's <model>-<time>.pth would be one file for both: each run would reload the
+    # other's best model for its test evaluation
+    import recbole.trainer.trainer
+
+    monkeypatch.setattr(recbole.trainer.trainer, "get_local_time", lambda: "Nov-23-2026_03-55-40")
+    config, dataset, (train, _, _) = build("VBPR", tiny)
+    model = VBPR(config, train._dataset)
+    first, second = Trainer(config, model), Trainer(config, model)
+    assert first.saved_model_file != second.saved_model_file
+    for trainer in (first, second):
+        path = Path(trainer.saved_model_file)
+        assert path.parent == Path(config["checkpoint_dir"]) and path.name.startswith("VBPR-") and path.suffix == ".pth"
