@@ -29,7 +29,7 @@ def assert_summary(output, model):
     assert f"{model} on tiny" in output
 
 
-@pytest.mark.parametrize("model", ["VBPR", "MMGCN", "LightGCN"])
+@pytest.mark.parametrize("model", ["VBPR", "MMGCN", "GRCN", "LightGCN"])
 def test_script_trains_ours_and_a_recbole_baseline(tiny, model):
     config_file = tiny.write_config()
     result = run_script(f"--model={model}", "-d", "tiny", f"--config_files={config_file}", "--epochs=1", cwd=tiny.root)
