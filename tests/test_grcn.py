@@ -1,12 +1,10 @@
 """GRCN: edge softmax and message passing by hand, routing, refining, pruning, propagation, model checks."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import build
-from recbole_micro.model.general_recommender.grcn import GRCN, edge_softmax, weighted_sum
+from recbole_micro.model.general_recommender.grcn import GRCN
 
 
 def make(tiny, **overrides):
@@ -16,24 +14,9 @@ def make(tiny, **overrides):
     return GRCN(config, train._dataset), train
 
 
-def test_edge_softmax_normalises_over_each_target_by_hand():
-    scores = torch.tensor([0.0, math.log(2.0), 0.0, 0.5])
-    target = torch.tensor([0, 0, 2, 2])
-    # node 0: e^0 / (1 + 2), 2 / 3; node 2: 1 / (1 + e^0.5), e^0.5 / (1 + e^0.5); node 1 receives nothing
-    expected = torch.tensor([1 / 3, 2 / 3, 1 / (1 + math.exp(0.5)), math.exp(0.5) / (1 + math.exp(0.5))])
-    torch.testing.assert_close(edge_softmax(scores, target, 3), expected)
-
-
-def test_weighted_sum_by_hand():
-    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
-    source, target = torch.tensor([0, 1, 2]), torch.tensor([2, 2, 0])
-    weights = torch.tensor([0.5, 0.25, -1.0])
-    out = weighted_sum(x, source, target, weights, 3)
-    torch.testing.assert_close(out, torch.tensor([[-3.0, -3.0], [0.0, 0.0], [0.5, 0.5]]))
-
-
 def items_of(model, user):
-    return model.edge_item[model.edge_user == user]
+    edges = model.routing_edges
+    return edges.source[edges.target == user]
 
 
 def test_routing_moves_each_user_towards_its_items(tiny):
@@ -62,35 +45,28 @@ def test_refining_gives_each_edge_its_affinity_in_both_directions(tiny):
     with torch.no_grad():
         refined, affinity = model.refine(m)
         items = model.item_prototypes(m)
-        users = model.routed_preferences(m, items)
-    n_edges = len(model.edge_user)
-    assert affinity.shape == (2 * n_edges,)
-    user = 3
-    edge_ids = torch.nonzero(model.edge_user == user).flatten()
-    # item -> user half: softmax over the user's items of <p_u, f_i>
-    scores = items[model.edge_item[edge_ids]] @ users[user]
-    torch.testing.assert_close(affinity[n_edges + edge_ids], torch.softmax(scores, dim=0))
-    torch.testing.assert_close(refined[user], users[user] + (torch.softmax(scores, 0).unsqueeze(1) * items[model.edge_item[edge_ids]]).sum(0))
-    item = int(model.edge_item[0])
-    edge_ids = torch.nonzero(model.edge_item == item).flatten()
-    scores = users[model.edge_user[edge_ids]] @ items[item]
-    torch.testing.assert_close(affinity[edge_ids], torch.softmax(scores, dim=0))
-    expected = items[item] + (torch.softmax(scores, 0).unsqueeze(1) * users[model.edge_user[edge_ids]]).sum(0)
-    torch.testing.assert_close(refined[model.n_users + item], expected)
+        x = torch.cat([model.routed_preferences(m, items), items])
+    edges = model.graph_edges
+    assert affinity.shape == (2 * len(model.routing_edges),) == (len(edges),)
+    for node in (3, model.n_users + int(model.routing_edges.source[0])):  # a user, an item
+        into = torch.nonzero(edges.target == node).flatten()
+        neighbours = x[edges.source[into]]
+        assert ((edges.source[into] >= model.n_users) == (node < model.n_users)).all()  # users <-> items only
+        expected = torch.softmax(neighbours @ x[node], dim=0)  # softmax over the node's neighbours of <p_u, f_i>
+        torch.testing.assert_close(affinity[into], expected)
+        torch.testing.assert_close(refined[node], x[node] + (expected.unsqueeze(1) * neighbours).sum(0))
     # a cold-start item has no edges: its content prototype alone
-    cold = model.n_items - 1
-    assert not (model.edge_item == cold).any()
-    torch.testing.assert_close(refined[model.n_users + cold], items[cold])
+    cold = model.n_users + model.n_items - 1
+    assert not (edges.target == cold).any() and not (edges.source == cold).any()
+    torch.testing.assert_close(refined[cold], x[cold])
 
 
 @pytest.mark.parametrize("weight_mode", ["confid", "max", "mean"])
 @pytest.mark.parametrize("pruning", ["soft", "hard"])
 def test_edge_weights_merge_modalities_and_prune(tiny, weight_mode, pruning):
     model, _ = make(tiny, weight_mode=weight_mode, pruning=pruning)
-    n = 2 * len(model.edge_user)
-    affinities = torch.rand(n, 2)
-    source, target = model.directed_edges()
-    assert (source[: n // 2] < model.n_users).all() and (target[: n // 2] >= model.n_users).all()
+    source = model.graph_edges.source
+    affinities = torch.rand(len(source), 2)
     with torch.no_grad():
         if weight_mode == "confid":
             model.confidence[:, 0] = -1.0  # negative confidence in modality 0 for every node
@@ -114,10 +90,10 @@ def test_edge_weights_merge_modalities_and_prune(tiny, weight_mode, pruning):
 
 def test_id_propagation_equals_a_dense_reference(tiny):
     model, _ = make(tiny, n_layers=3)
-    source, target = model.directed_edges()
-    weights = torch.randn(len(source))
+    edges = model.graph_edges
+    weights = torch.randn(len(edges))
     dense = torch.zeros(model.n_nodes, model.n_nodes)
-    dense[target, source] = weights  # row k holds the weights of the edges into k
+    dense[edges.target, edges.source] = weights  # row k holds the weights of the edges into k
     with torch.no_grad():
         x = F.normalize(model.id_embedding, dim=1)
         expected = x + dense @ x + dense @ dense @ x + dense @ dense @ dense @ x

@@ -37,26 +37,11 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import InnerProductRecommender
+from recbole_micro.model.message_passing import EdgeList, edge_dot, edge_softmax, edge_weighted_sum
 
 WEIGHT_MODES = ("confid", "max", "mean")
 PRUNING = ("soft", "hard")
 FUSION_MODES = ("concat", "mean", "id")
-
-
-def edge_softmax(scores, target, n_nodes):
-    """Softmax of edge ``scores`` over the edges that share a ``target`` node.
-
-    Scores come from inner products of unit vectors (|s| <= 1), so exp needs no shift.
-    """
-    exp = scores.exp()
-    total = torch.zeros(n_nodes, dtype=scores.dtype, device=scores.device).index_add(0, target, exp)
-    return exp / total[target]
-
-
-def weighted_sum(x, source, target, weights, n_nodes):
-    """out_k = sum over edges (j -> k) of w_jk x_j: one message-passing step, (n_nodes, d)."""
-    out = torch.zeros(n_nodes, x.shape[1], dtype=x.dtype, device=x.device)
-    return out.index_add(0, target, x[source] * weights.unsqueeze(1))
 
 
 class GRCN(InnerProductRecommender):
@@ -85,11 +70,15 @@ class GRCN(InnerProductRecommender):
                 f"({self.latent_dim}) must equal embedding_size ({self.embedding_size})."
             )
 
-        # the training edges (user u, item i) once; nodes are users 0..U-1, then items U..U+N-1
+        # the training edges: item -> user for routing; both directions over all nodes (users
+        # 0..U-1, then items U..U+N-1) for refining and propagation
         inter = dataset.inter_matrix(form="coo")
-        self.register_buffer("edge_user", torch.from_numpy(inter.row.astype(np.int64)), persistent=False)
-        self.register_buffer("edge_item", torch.from_numpy(inter.col.astype(np.int64)), persistent=False)
+        user, item = torch.from_numpy(inter.row.astype(np.int64)), torch.from_numpy(inter.col.astype(np.int64))
         self.n_nodes = self.n_users + self.n_items
+        self.routing_edges = EdgeList(user, item, self.n_users, self.n_items)
+        self.graph_edges = EdgeList(
+            torch.cat([item + self.n_users, user]), torch.cat([user, item + self.n_users]), self.n_nodes, self.n_nodes
+        )
 
         # define layers
         self.id_embedding = nn.Parameter(torch.empty(self.n_nodes, self.embedding_size))
@@ -115,32 +104,24 @@ class GRCN(InnerProductRecommender):
 
     def routed_preferences(self, m, items):
         """Neighbour routing: p_u <- norm(p_u + sum_i a_ui f_i), a_ui = softmax_{i in N(u)} <p_u, f_i>."""
-        user, item = self.edge_user, self.edge_item
+        edges = self.routing_edges
         preference = F.normalize(self.preferences[m], dim=1)
         for _ in range(self.num_routing):
-            affinity = edge_softmax((preference[user] * items[item]).sum(1), user, self.n_users)
-            preference = F.normalize(preference + weighted_sum(items, item, user, affinity, self.n_users), dim=1)
+            affinity = edge_softmax(edges, edge_dot(edges, preference, items))
+            preference = F.normalize(preference + edge_weighted_sum(edges, affinity, items), dim=1)
         return preference
 
     def refine(self, m):
         """One modality's refined representation (U + N, latent_dim) and edge affinities (2E,).
 
-        The affinities are the softmax of <p_u, f_i> over the receiving node's neighbours, in
-        both directions: the first E entries are user -> item (normalised at the item), the last
-        E item -> user (normalised at the user). The representation is x + one weighted sum.
+        Each directed edge j -> k of ``graph_edges`` (user -> item and item -> user) gets the
+        softmax of <p_u, f_i> over the edges entering k; the representation is x plus one sum
+        of the neighbours weighted by these affinities.
         """
         items = self.item_prototypes(m)
-        users = self.routed_preferences(m, items)
-        x = torch.cat([users, items])
-        source, target = self.directed_edges()
-        affinity_score = (x[source] * x[target]).sum(1)
-        affinity = edge_softmax(affinity_score, target, self.n_nodes)
-        return x + weighted_sum(x, source, target, affinity, self.n_nodes), affinity
-
-    def directed_edges(self):
-        """(source, target) node ids of both directions: user -> item edges, then item -> user."""
-        user, item = self.edge_user, self.edge_item + self.n_users
-        return torch.cat([user, item]), torch.cat([item, user])
+        x = torch.cat([self.routed_preferences(m, items), items])
+        affinity = edge_softmax(self.graph_edges, edge_dot(self.graph_edges, x, x))
+        return x + edge_weighted_sum(self.graph_edges, affinity, x), affinity
 
     def edge_weights(self, affinities):
         """Merge the modalities' (2E, M) affinities into one weight per directed edge, then prune."""
@@ -149,19 +130,17 @@ class GRCN(InnerProductRecommender):
         elif self.weight_mode == "max":
             weights = affinities.max(dim=1).values
         else:  # confid: each affinity weighted by the source node's learned confidence in m
-            source, _ = self.directed_edges()
-            weights = (affinities * self.confidence[source]).max(dim=1).values
+            weights = (affinities * self.confidence[self.graph_edges.source]).max(dim=1).values
         return F.relu(weights) if self.pruning == "hard" else weights
 
     # --- graph convolution and prediction -------------------------------------------------
 
     def propagate_ids(self, weights):
         """e* = e0 + e1 + ... + eL, e0 = norm(ID embeddings), e(l+1)_k = sum_j w_jk e(l)_j."""
-        source, target = self.directed_edges()
         x = F.normalize(self.id_embedding, dim=1)
         total = x
         for _ in range(self.n_layers):
-            x = weighted_sum(x, source, target, weights, self.n_nodes)
+            x = edge_weighted_sum(self.graph_edges, weights, x)
             total = total + x
         return total
 
