@@ -1,4 +1,6 @@
 """The base classes of recbole-micro's multimodal models."""
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -7,6 +9,7 @@ from recbole.model.loss import BPRLoss, EmbLoss
 
 from recbole_micro.errors import FeatureFileError
 from recbole_micro.model.backbones import build_backbone
+from recbole_micro.model.graph_cache import cached_graph
 from recbole_micro.model.layers import SparseGraph, freeze, knn_graph, symmetric_normalize
 
 
@@ -158,10 +161,14 @@ class ItemGraphRecommender(InnerProductRecommender):
         )
         self.reg_loss = EmbLoss()
 
-        # initial graphs S~^m (Eqs. 1-3), fixed, never in checkpoints
+        # initial graphs S~^m (Eqs. 1-3), fixed, never in checkpoints; cached on disk by feature hash
+        cache_dir = os.path.join(config["checkpoint_dir"], "graph_cache") if config["graph_cache"] else None
         with torch.no_grad():
             for m in self.modality_names:
-                graph = symmetric_normalize(knn_graph(self.modality_feat(m), self.knn_k, self.knn_chunk_size))
+                graph = cached_graph(
+                    cache_dir, f'{config["dataset"]}-{m}', self.modality_feat(m),
+                    lambda feat: symmetric_normalize(knn_graph(feat, self.knn_k, self.knn_chunk_size)), knn_k=self.knn_k,
+                )
                 self.register_buffer(f"{m}_initial_idx", graph.idx, persistent=False)
                 self.register_buffer(f"{m}_initial_val", graph.val, persistent=False)
 
