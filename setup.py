@@ -34,7 +34,7 @@ setup(
     package_dir={"recbole_micro.properties": "properties"},
     package_data={"recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "profiles/*.yaml"]},
     install_requires=read_requirements("requirements.txt"),
-    extras_require={"test": read_requirements("requirements-dev.txt")},
+    extras_require={"test": read_requirements("requirements-dev.txt"), "faiss": ["faiss-cpu>=1.7.4,<1.9"]},
     py_modules=[],
     scripts=["run_recbole_micro.py"],
 )

@@ -16,12 +16,18 @@ Two tables, each printed and written as CSV:
     forward + backward, exact (all N anchors) up to ``--exact-max`` items and with 2,048
     batch anchors at every N; with the peak RSS and, for scale, a dense N x N float32.
 
+``ann``: per synthetic item count N (64-d features, k = 10) and feature kind (``gaussian``:
+    no structure, the hard case; ``clustered``: 200 Gaussian clusters), the exact kNN build,
+    the faiss build (``knn_backend: faiss``), and the recall of faiss's neighbours against the
+    exact ones.
+
 Every measurement runs in its own process, so that each peak memory is its own.
 
 Examples:
     python benchmarks/scale.py --scales baby --models LightGCN VBPR LATTICE MICRO "MICRO batch"
     python benchmarks/scale.py --scales clothing --models MICRO --batches 3
     python benchmarks/scale.py --sweep 10000 30000 100000 300000 --scales
+    python benchmarks/scale.py --ann 10000 100000 --scales
     python benchmarks/scale.py --quick          # tiny sizes, a few seconds: checks the script
 """
 import argparse
@@ -52,6 +58,7 @@ FEATURE_DIMS = {"visual": 4096, "textual": 1024}  # the papers' shapes
 MODEL_FIELDS = ["scale", "model", "users", "items", "train_rows", "load_s", "init_s", "batches", "timed_batches", "epoch_s",
                 "extrapolated", "eval_s", "peak_rss_gb", "peak_cuda_gb", "device"]
 SWEEP_FIELDS = ["items", "knn_s", "propagate_s", "cl_exact_s", "cl_batch_s", "peak_rss_gb", "dense_nxn_gb"]
+ANN_FIELDS = ["items", "features", "factory", "ef_search", "exact_s", "faiss_s", "recall"]
 
 
 def peak_rss_gb():
@@ -227,6 +234,41 @@ def measure_sweep(n_items, exact_max, dim=64, k=10, anchors=2048, seed=0):
     }
 
 
+def measure_ann(n_items, kind, factory="HNSW32", ef_search=128, dim=64, k=10, seed=0):
+    import torch
+
+    from recbole_micro.model.ann import faiss_knn_graph
+    from recbole_micro.model.layers import knn_graph
+
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "gaussian":
+        feat = torch.randn(n_items, dim, generator=generator)
+    else:
+        centres = torch.randn(200, dim, generator=generator)
+        feat = centres[torch.randint(0, 200, (n_items,), generator=generator)] + 0.5 * torch.randn(n_items, dim, generator=generator)
+    feat[0] = 0  # PAD
+    faiss_knn_graph(feat[:100], 4, factory, ef_search)  # first-call overheads out of the timings
+    start = time.perf_counter()
+    exact = knn_graph(feat, k)
+    exact_s = time.perf_counter() - start
+    start = time.perf_counter()
+    approx = faiss_knn_graph(feat, k, factory, ef_search)
+    faiss_s = time.perf_counter() - start
+    hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).sum().item()
+    return {
+        "items": n_items, "features": kind, "factory": factory, "ef_search": ef_search, "exact_s": round(exact_s, 2),
+        "faiss_s": round(faiss_s, 2), "recall": round(hits / ((n_items - 1) * k), 4),
+    }
+
+
+def _has_faiss():
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def in_subprocess(*args):
     """Run one measurement in a fresh interpreter and return its JSON row."""
     out = subprocess.run([sys.executable, __file__, "--one", json.dumps(args)], capture_output=True, text=True)
@@ -264,6 +306,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=0, help="time only this many training batches (0: the epoch)")
     parser.add_argument("--config_files", nargs="*", default=[], help="extra RecBole YAMLs (e.g. profiles/official.yaml)")
     parser.add_argument("--sweep", nargs="*", type=int, default=[], help="synthetic item counts, e.g. 10000 30000 100000")
+    parser.add_argument("--ann", nargs="*", type=int, default=[], help="item counts for faiss vs exact kNN, e.g. 10000 100000")
     parser.add_argument("--exact-max", type=int, default=30000, help="largest N for the exact (all-anchor) loss")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recbole_micro_bench"),
                         help="where the imported interaction graphs and generated features go")
@@ -275,7 +318,8 @@ def main(argv=None):
 
     if args.one:
         kind, *rest = json.loads(args.one)
-        row = measure_model(*rest) if kind == "model" else measure_sweep(*rest)
+        measure = {"model": measure_model, "sweep": measure_sweep, "ann": measure_ann}[kind]
+        row = measure(*rest)
         print(json.dumps(row))
         return 0
 
@@ -285,10 +329,12 @@ def main(argv=None):
     if args.quick:
         write_tiny_dataset(work)
         scales, sweep, batches = ["tiny"], args.sweep or [300, 600], args.batches or 2
+        ann = args.ann or ([500] if _has_faiss() else [])
         config_files = [str(work / "tiny" / "tiny.yaml")] + args.config_files
         out = out / "quick"
     else:
         scales, sweep, batches, config_files = args.scales, args.sweep, args.batches, args.config_files
+        ann = args.ann
 
     model_rows = []
     for scale in scales:
@@ -306,12 +352,22 @@ def main(argv=None):
         sweep_rows.append(row)
         print(json.dumps(row), flush=True)
 
+    ann_rows = []
+    for n_items in ann:
+        for kind in ("gaussian", "clustered"):
+            row = in_subprocess("ann", n_items, kind)
+            ann_rows.append(row)
+            print(json.dumps(row), flush=True)
+
     if model_rows:
         merge_csv(out / "models.csv", MODEL_FIELDS, model_rows, key=("scale", "model"))
         print(markdown(MODEL_FIELDS, model_rows))
     if sweep_rows:
         merge_csv(out / "sweep.csv", SWEEP_FIELDS, sweep_rows, key=("items",))
         print(markdown(SWEEP_FIELDS, sweep_rows))
+    if ann_rows:
+        merge_csv(out / "ann.csv", ANN_FIELDS, ann_rows, key=("items", "features", "factory", "ef_search"))
+        print(markdown(ANN_FIELDS, ann_rows))
     return 0
 
 

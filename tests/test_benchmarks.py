@@ -14,7 +14,7 @@ def read(path):
 def test_scale_benchmark_quick_mode_writes_both_tables(tmp_path):
     command = [
         sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--models", "MICRO", "MICRO batch",
-        "--sweep", "300", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+        "--sweep", "300", "--ann", "400", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -27,7 +27,10 @@ def test_scale_benchmark_quick_mode_writes_both_tables(tmp_path):
     (sweep,) = read(tmp_path / "out" / "quick" / "sweep.csv")
     assert sweep["items"] == "300" and float(sweep["dense_nxn_gb"]) == 0.0
     assert all(float(sweep[f]) > 0 for f in ("knn_s", "propagate_s", "cl_exact_s", "cl_batch_s"))
+    ann = read(tmp_path / "out" / "quick" / "ann.csv")
+    assert [(r["items"], r["features"]) for r in ann] == [("400", "gaussian"), ("400", "clustered")]
+    assert all(0.5 <= float(r["recall"]) <= 1.0 and float(r["faiss_s"]) > 0 for r in ann)
     # a re-run replaces its own rows and keeps the others
-    again = command[:command.index("--models")] + ["--models", "MICRO"] + command[command.index("--sweep"):]
+    again = command[:command.index("--models")] + ["--models", "MICRO"] + ["--sweep", "300"] + command[command.index("--work"):]
     subprocess.run(again, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=True)
     assert sorted(r["model"] for r in read(tmp_path / "out" / "quick" / "models.csv")) == ["MICRO", "MICRO batch"]

@@ -8,6 +8,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import BPRLoss, EmbLoss
 
 from recbole_micro.errors import FeatureFileError
+from recbole_micro.model.ann import faiss_knn_graph, import_faiss
 from recbole_micro.model.backbones import build_backbone
 from recbole_micro.model.graph_cache import cached_graph
 from recbole_micro.model.layers import SparseGraph, freeze, knn_graph, symmetric_normalize
@@ -133,6 +134,9 @@ class ItemGraphRecommender(InnerProductRecommender):
         self.embedding_size = config["embedding_size"]
         self.knn_k = config["knn_k"]
         self.knn_chunk_size = config["knn_chunk_size"]
+        self.knn_backend = config["knn_backend"]
+        self.knn_faiss_factory = config["knn_faiss_factory"]
+        self.knn_faiss_ef_search = config["knn_faiss_ef_search"]
         self.lambda_coeff = config["lambda_coeff"]
         self.n_item_layers = config["n_item_layers"]
         self.reg_weight = config["reg_weight"]
@@ -144,6 +148,10 @@ class ItemGraphRecommender(InnerProductRecommender):
         self.mess_dropout = config["mess_dropout"]
         if self.reg_target not in ("ego", "final"):
             raise ValueError(f"reg_target is {self.reg_target!r}; use 'ego' or 'final'")
+        if self.knn_backend not in ("exact", "faiss"):
+            raise ValueError(f"knn_backend is {self.knn_backend!r}; use 'exact' or 'faiss'")
+        if self.knn_backend == "faiss":
+            import_faiss()  # fail now, with the install hint, not at the first graph
 
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -167,7 +175,7 @@ class ItemGraphRecommender(InnerProductRecommender):
             for m in self.modality_names:
                 graph = cached_graph(
                     cache_dir, f'{config["dataset"]}-{m}', self.modality_feat(m),
-                    lambda feat: symmetric_normalize(knn_graph(feat, self.knn_k, self.knn_chunk_size)), knn_k=self.knn_k,
+                    lambda feat: symmetric_normalize(self.knn(feat)), knn_k=self.knn_k, **self.knn_backend_settings(),
                 )
                 self.register_buffer(f"{m}_initial_idx", graph.idx, persistent=False)
                 self.register_buffer(f"{m}_initial_val", graph.val, persistent=False)
@@ -200,9 +208,21 @@ class ItemGraphRecommender(InnerProductRecommender):
         """S~^m (Eqs. 1-3), built once from the raw features."""
         return SparseGraph(getattr(self, f"{m}_initial_idx"), getattr(self, f"{m}_initial_val"))
 
+    def knn(self, feat):
+        """kNN(feat) (Eqs. 1-2): exact by default, approximate with ``knn_backend: faiss``."""
+        if self.knn_backend == "faiss":
+            return faiss_knn_graph(feat, self.knn_k, self.knn_faiss_factory, self.knn_faiss_ef_search, self.knn_chunk_size)
+        return knn_graph(feat, self.knn_k, self.knn_chunk_size)
+
+    def knn_backend_settings(self):
+        """What besides the features and k decides the kNN graph (for the graph cache key)."""
+        if self.knn_backend == "exact":
+            return {}
+        return {"backend": "faiss", "factory": self.knn_faiss_factory, "ef_search": self.knn_faiss_ef_search}
+
     def learned_knn(self, m):
         """kNN(e~^m) before normalisation: A^m of Eqs. 1-2 on the transformed features."""
-        return knn_graph(self.transformed_feat(m), self.knn_k, self.knn_chunk_size)
+        return self.knn(self.transformed_feat(m))
 
     def learned_graph(self, m):
         """A~^m = norm(kNN(e~^m)) (Eqs. 1-4)."""
