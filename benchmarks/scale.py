@@ -58,7 +58,7 @@ FEATURE_DIMS = {"visual": 4096, "textual": 1024}  # the papers' shapes
 MODEL_FIELDS = ["scale", "model", "users", "items", "train_rows", "load_s", "init_s", "batches", "timed_batches", "epoch_s",
                 "extrapolated", "eval_s", "peak_rss_gb", "peak_cuda_gb", "device"]
 SWEEP_FIELDS = ["items", "knn_s", "propagate_s", "cl_exact_s", "cl_batch_s", "peak_rss_gb", "dense_nxn_gb"]
-ANN_FIELDS = ["items", "features", "factory", "ef_search", "exact_s", "faiss_s", "recall"]
+ANN_FIELDS = ["items", "features", "factory", "params", "exact_s", "faiss_s", "recall"]
 
 
 def peak_rss_gb():
@@ -234,10 +234,10 @@ def measure_sweep(n_items, exact_max, dim=64, k=10, anchors=2048, seed=0):
     }
 
 
-def measure_ann(n_items, kind, factory="HNSW32", ef_search=128, dim=64, k=10, seed=0):
+def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
     import torch
 
-    from recbole_micro.model.ann import faiss_knn_graph
+    from recbole_micro.model.ann import auto_factory, faiss_knn_graph
     from recbole_micro.model.layers import knn_graph
 
     generator = torch.Generator().manual_seed(seed)
@@ -247,16 +247,18 @@ def measure_ann(n_items, kind, factory="HNSW32", ef_search=128, dim=64, k=10, se
         centres = torch.randn(200, dim, generator=generator)
         feat = centres[torch.randint(0, 200, (n_items,), generator=generator)] + 0.5 * torch.randn(n_items, dim, generator=generator)
     feat[0] = 0  # PAD
-    faiss_knn_graph(feat[:100], 4, factory, ef_search)  # first-call overheads out of the timings
+    if not factory:
+        factory, params = auto_factory(n_items - 1)[0], params or auto_factory(n_items - 1)[1]
+    faiss_knn_graph(feat[:100], 4, "Flat")  # first-call overheads out of the timings
     start = time.perf_counter()
     exact = knn_graph(feat, k)
     exact_s = time.perf_counter() - start
     start = time.perf_counter()
-    approx = faiss_knn_graph(feat, k, factory, ef_search)
+    approx = faiss_knn_graph(feat, k, factory, params)
     faiss_s = time.perf_counter() - start
     hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).sum().item()
     return {
-        "items": n_items, "features": kind, "factory": factory, "ef_search": ef_search, "exact_s": round(exact_s, 2),
+        "items": n_items, "features": kind, "factory": factory, "params": params or "", "exact_s": round(exact_s, 2),
         "faiss_s": round(faiss_s, 2), "recall": round(hits / ((n_items - 1) * k), 4),
     }
 
@@ -307,6 +309,8 @@ def main(argv=None):
     parser.add_argument("--config_files", nargs="*", default=[], help="extra RecBole YAMLs (e.g. profiles/official.yaml)")
     parser.add_argument("--sweep", nargs="*", type=int, default=[], help="synthetic item counts, e.g. 10000 30000 100000")
     parser.add_argument("--ann", nargs="*", type=int, default=[], help="item counts for faiss vs exact kNN, e.g. 10000 100000")
+    parser.add_argument("--ann-factory", default=None, help="faiss index_factory string (default: knn_backend's automatic IVF)")
+    parser.add_argument("--ann-params", default=None, help="faiss search parameters, e.g. nprobe=32 or efSearch=128")
     parser.add_argument("--exact-max", type=int, default=30000, help="largest N for the exact (all-anchor) loss")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recbole_micro_bench"),
                         help="where the imported interaction graphs and generated features go")
@@ -355,7 +359,7 @@ def main(argv=None):
     ann_rows = []
     for n_items in ann:
         for kind in ("gaussian", "clustered"):
-            row = in_subprocess("ann", n_items, kind)
+            row = in_subprocess("ann", n_items, kind, args.ann_factory, args.ann_params)
             ann_rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -366,7 +370,7 @@ def main(argv=None):
         merge_csv(out / "sweep.csv", SWEEP_FIELDS, sweep_rows, key=("items",))
         print(markdown(SWEEP_FIELDS, sweep_rows))
     if ann_rows:
-        merge_csv(out / "ann.csv", ANN_FIELDS, ann_rows, key=("items", "features", "factory", "ef_search"))
+        merge_csv(out / "ann.csv", ANN_FIELDS, ann_rows, key=("items", "features", "factory", "params"))
         print(markdown(ANN_FIELDS, ann_rows))
     return 0
 

@@ -31,7 +31,7 @@ def test_flat_index_gives_exact_knn():
 def test_hnsw_finds_the_exact_neighbours_with_exact_weights_and_gradients():
     feat = clustered().requires_grad_()
     exact = knn_graph(feat.detach(), 8)
-    approx = faiss_knn_graph(feat, 8, factory="HNSW16", ef_search=64, chunk_size=37)
+    approx = faiss_knn_graph(feat, 8, factory="HNSW16", params="efSearch=64", chunk_size=37)
     assert approx.idx.shape == (300, 8)
     recall = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx.idx[1:], exact.idx[1:])) / (299 * 8)
     assert recall > 0.98
@@ -43,6 +43,16 @@ def test_hnsw_finds_the_exact_neighbours_with_exact_weights_and_gradients():
     torch.testing.assert_close(approx.val.detach(), cosine)  # weights are exact cosines of the kept pairs
     approx.val.sum().backward()
     assert feat.grad is not None and feat.grad[1:].abs().sum() > 0
+
+
+def test_the_default_index_is_an_inverted_file_that_finds_clustered_neighbours():
+    feat = clustered(n=2000)
+    approx, exact = faiss_knn_graph(feat, 5), knn_graph(feat, 5)  # IVF178,Flat searched with nprobe=16
+    hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).float().mean().item()
+    assert hits > 0.95
+    from recbole_micro.model.ann import auto_factory
+
+    assert auto_factory(2000) == ("IVF178,Flat", "nprobe=16")
 
 
 def test_negative_similarities_are_suppressed():

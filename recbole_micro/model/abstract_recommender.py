@@ -136,7 +136,7 @@ class ItemGraphRecommender(InnerProductRecommender):
         self.knn_chunk_size = config["knn_chunk_size"]
         self.knn_backend = config["knn_backend"]
         self.knn_faiss_factory = config["knn_faiss_factory"]
-        self.knn_faiss_ef_search = config["knn_faiss_ef_search"]
+        self.knn_faiss_params = config["knn_faiss_params"]
         self.lambda_coeff = config["lambda_coeff"]
         self.n_item_layers = config["n_item_layers"]
         self.reg_weight = config["reg_weight"]
@@ -211,14 +211,14 @@ class ItemGraphRecommender(InnerProductRecommender):
     def knn(self, feat):
         """kNN(feat) (Eqs. 1-2): exact by default, approximate with ``knn_backend: faiss``."""
         if self.knn_backend == "faiss":
-            return faiss_knn_graph(feat, self.knn_k, self.knn_faiss_factory, self.knn_faiss_ef_search, self.knn_chunk_size)
+            return faiss_knn_graph(feat, self.knn_k, self.knn_faiss_factory, self.knn_faiss_params, self.knn_chunk_size)
         return knn_graph(feat, self.knn_k, self.knn_chunk_size)
 
     def knn_backend_settings(self):
         """What besides the features and k decides the kNN graph (for the graph cache key)."""
         if self.knn_backend == "exact":
             return {}
-        return {"backend": "faiss", "factory": self.knn_faiss_factory, "ef_search": self.knn_faiss_ef_search}
+        return {"backend": "faiss", "factory": self.knn_faiss_factory, "params": self.knn_faiss_params}
 
     def learned_knn(self, m):
         """kNN(e~^m) before normalisation: A^m of Eqs. 1-2 on the transformed features."""

@@ -24,16 +24,21 @@ def import_faiss():
     return faiss
 
 
-def faiss_knn_graph(feat, k, factory="HNSW32", ef_search=128, chunk_size=None):
+def auto_factory(n_items):
+    """An inverted-file index with about 4 sqrt(N) lists, searched in 16 of them."""
+    return f"IVF{max(1, int(4 * n_items ** 0.5))},Flat", "nprobe=16"
+
+
+def faiss_knn_graph(feat, k, factory=None, params=None, chunk_size=None):
     """Approximate cosine kNN graph: the same contract as ``knn_graph`` (Eqs. 1-2).
 
     Args:
         feat (torch.Tensor): (N, d) item features; row 0 is PAD (no edges, nobody's neighbour).
         k (int): neighbours per item.
         factory (str): faiss ``index_factory`` string of an inner-product index ("HNSW32",
-            "IVF1024,Flat", ...); "Flat" is exact.
-        ef_search (int): HNSW search breadth (higher: better recall, slower); ignored by
-            other index types.
+            "IVF1024,Flat", ...; "Flat" is exact). Empty: :func:`auto_factory`.
+        params (str): faiss search parameters ("nprobe=32", "efSearch=128", ...); empty:
+            the automatic index's "nprobe=16", or the index's defaults.
         chunk_size (int): rows per block when computing the kept similarities.
 
     Returns:
@@ -41,6 +46,8 @@ def faiss_knn_graph(feat, k, factory="HNSW32", ef_search=128, chunk_size=None):
     """
     faiss = import_faiss()
     n, dim = feat.shape
+    if not factory:
+        factory, params = auto_factory(n - 1)[0], params or auto_factory(n - 1)[1]
     k = min(k, n - 1)
     unit = F.normalize(feat, p=2, dim=1, eps=NORM_EPS)
     data = np.ascontiguousarray(unit.detach().cpu().numpy(), dtype=np.float32)
@@ -48,8 +55,8 @@ def faiss_knn_graph(feat, k, factory="HNSW32", ef_search=128, chunk_size=None):
     if not index.is_trained:
         index.train(data[1:])
     index.add(data[1:])  # PAD left out: faiss id j is item j + 1
-    if "HNSW" in factory:
-        faiss.ParameterSpace().set_index_parameter(index, "efSearch", max(ef_search, k))
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
     _, ids = index.search(data, k)
     idx = torch.from_numpy(ids + 1).to(feat.device)  # -1 (fewer than k found) becomes PAD's 0
     idx[0] = 0
