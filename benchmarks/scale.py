@@ -19,7 +19,7 @@ Two tables, each printed and written as CSV:
 ``ann``: per synthetic item count N (64-d features, k = 10) and feature kind (``gaussian``:
     no structure, the hard case; ``clustered``: 200 Gaussian clusters), the exact kNN build,
     the faiss build (``knn_backend: faiss``), and the recall of faiss's neighbours against the
-    exact ones.
+    exact ones; ``--ann-features F.npy`` measures real feature files as well.
 
 Every measurement runs in its own process, so that each peak memory is its own.
 
@@ -28,6 +28,7 @@ Examples:
     python benchmarks/scale.py --scales clothing --models MICRO --batches 3
     python benchmarks/scale.py --sweep 10000 30000 100000 300000 --scales
     python benchmarks/scale.py --ann 10000 100000 --scales
+    python benchmarks/scale.py --ann --ann-features dataset/scientific/scientific.textual.npy --scales
     python benchmarks/scale.py --quick          # tiny sizes, a few seconds: checks the script
 """
 import argparse
@@ -241,7 +242,11 @@ def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
     from recbole_micro.model.layers import knn_graph
 
     generator = torch.Generator().manual_seed(seed)
-    if kind == "gaussian":
+    if kind.endswith(".npy"):  # a real feature file: its rows, after a PAD row
+        rows = torch.from_numpy(np.load(kind).astype(np.float32))
+        feat = torch.cat([torch.zeros(1, rows.shape[1]), rows])
+        n_items = feat.shape[0]
+    elif kind == "gaussian":
         feat = torch.randn(n_items, dim, generator=generator)
     else:
         centres = torch.randn(200, dim, generator=generator)
@@ -258,7 +263,7 @@ def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
     faiss_s = time.perf_counter() - start
     hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).sum().item()
     return {
-        "items": n_items, "features": kind, "factory": factory, "params": params or "", "exact_s": round(exact_s, 2),
+        "items": n_items, "features": Path(kind).name, "factory": factory, "params": params or "", "exact_s": round(exact_s, 2),
         "faiss_s": round(faiss_s, 2), "recall": round(hits / ((n_items - 1) * k), 4),
     }
 
@@ -309,6 +314,7 @@ def main(argv=None):
     parser.add_argument("--config_files", nargs="*", default=[], help="extra RecBole YAMLs (e.g. profiles/official.yaml)")
     parser.add_argument("--sweep", nargs="*", type=int, default=[], help="synthetic item counts, e.g. 10000 30000 100000")
     parser.add_argument("--ann", nargs="*", type=int, default=[], help="item counts for faiss vs exact kNN, e.g. 10000 100000")
+    parser.add_argument("--ann-features", nargs="*", default=[], help="real .npy feature files to measure as well")
     parser.add_argument("--ann-factory", default=None, help="faiss index_factory string (default: knn_backend's automatic IVF)")
     parser.add_argument("--ann-params", default=None, help="faiss search parameters, e.g. nprobe=32 or efSearch=128")
     parser.add_argument("--exact-max", type=int, default=30000, help="largest N for the exact (all-anchor) loss")
@@ -356,12 +362,13 @@ def main(argv=None):
         sweep_rows.append(row)
         print(json.dumps(row), flush=True)
 
+    ann_runs = [(n_items, kind) for n_items in ann for kind in ("gaussian", "clustered")]
+    ann_runs += [(0, str(Path(path).resolve())) for path in args.ann_features]
     ann_rows = []
-    for n_items in ann:
-        for kind in ("gaussian", "clustered"):
-            row = in_subprocess("ann", n_items, kind, args.ann_factory, args.ann_params)
-            ann_rows.append(row)
-            print(json.dumps(row), flush=True)
+    for n_items, kind in ann_runs:
+        row = in_subprocess("ann", n_items, kind, args.ann_factory, args.ann_params)
+        ann_rows.append(row)
+        print(json.dumps(row), flush=True)
 
     if model_rows:
         merge_csv(out / "models.csv", MODEL_FIELDS, model_rows, key=("scale", "model"))
