@@ -28,7 +28,7 @@ Examples:
     python benchmarks/scale.py --scales clothing --models MICRO --batches 3
     python benchmarks/scale.py --sweep 10000 30000 100000 300000 --scales
     python benchmarks/scale.py --ann 10000 100000 --scales
-    python benchmarks/scale.py --ann --ann-features dataset/scientific/scientific.textual.npy --scales
+    python benchmarks/scale.py --ann --ann-features /tmp/sci/scientific.textual.npy --scales
     python benchmarks/scale.py --quick          # tiny sizes, a few seconds: checks the script
 """
 import argparse
