@@ -123,3 +123,20 @@ def requires_shared(*parts):
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def assert_every_parameter_learns(model):
+    """After a backward pass: every parameter got a non-zero gradient."""
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def assert_full_sort_agrees_with_predict(model, batch):
+    """The full-ranking score of each (user, item) in ``batch`` equals ``predict``'s."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        full = model.full_sort_predict(batch).view(len(batch), -1)
+        single = model.predict(batch)
+    torch.testing.assert_close(full[torch.arange(len(batch)), batch[model.ITEM_ID]], single)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build
+from conftest import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
 from recbole_micro.model.general_recommender.grcn import GRCN
 
 
@@ -127,14 +127,8 @@ def test_loss_gradients_and_predictions(tiny):
     expected_reg = expected_reg + sum((p[user] ** 2).mean() for p in model.preferences.values())
     torch.testing.assert_close(reg_loss, 1e-2 * expected_reg)
     (mf_loss + reg_loss).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
-    model.eval()
-    with torch.no_grad():
-        full = model.full_sort_predict(batch).view(len(batch), -1)
-        single = model.predict(batch)
-    rows = torch.arange(len(batch))
-    torch.testing.assert_close(full[rows, batch[model.ITEM_ID]], single)
+    assert_every_parameter_learns(model)
+    assert_full_sort_agrees_with_predict(model, batch)
 
 
 def test_bad_switch_values_are_named(tiny):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import build
+from conftest import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
 from recbole_micro.model.general_recommender.mmgcn import MMGCN
 
 
@@ -70,14 +70,8 @@ def test_loss_gradients_and_predictions(tiny):
     losses = model.calculate_loss(batch)
     assert len(losses) == 2 and all(torch.isfinite(l) for l in losses)
     sum(losses).backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
-    model.eval()
-    with torch.no_grad():
-        full = model.full_sort_predict(batch).view(len(batch), -1)
-        single = model.predict(batch)
-    rows = torch.arange(len(batch))
-    torch.testing.assert_close(full[rows, batch[model.ITEM_ID]], single)
+    assert_every_parameter_learns(model)
+    assert_full_sort_agrees_with_predict(model, batch)
 
 
 def test_bad_switch_values_are_named(tiny):
