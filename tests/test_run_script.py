@@ -29,8 +29,8 @@ def assert_summary(output, model):
     assert f"{model} on tiny" in output
 
 
-@pytest.mark.parametrize("model", ["VBPR", "MMGCN", "GRCN", "LightGCN"])
-def test_script_trains_ours_and_a_recbole_baseline(tiny, model):
+@pytest.mark.parametrize("model", ["VBPR", "MMGCN", "GRCN", "LightGCN", "BPR", "ItemKNN", "NGCF", "SGL"])
+def test_script_trains_ours_and_the_papers_recbole_baselines(tiny, model):
     config_file = tiny.write_config()
     result = run_script(f"--model={model}", "-d", "tiny", f"--config_files={config_file}", "--epochs=1", cwd=tiny.root)
     assert result.returncode == 0, result.stderr[-3000:]
