@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(PY) run_recbole_micro.py $(RUN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 clean:
 	rm -rf log log_tensorboard saved build *.egg-info
