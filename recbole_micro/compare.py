@@ -8,7 +8,7 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 - ``runs.csv``: the same rows, every valid and test metric at every cut-off, with the run's
   time, its saved model, its log and its full config (``configs/<model>-seed<seed>.json``);
 - ``logs/<model>-seed<seed>.log``: RecBole's log of the run;
-- ``table.md``: the papers' Table 4 form, mean ± std over the seeds (best in bold, second
+- ``table.md``: the papers' Table 4 form, mean ± sample std over the seeds (best in bold, second
   underlined), with the relative improvement of the best proposed model over the best baseline;
 - ``chart.png``: the same numbers as grouped bars with std error bars.
 """
@@ -143,7 +143,7 @@ def write_rows_csv(rows, path):
 
 
 def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
-    """{model: {metric: (mean, std, n)}} over the seeds, for the models that have runs."""
+    """{model: {metric: (mean, sample std, n)}} over the seeds, for the models that have runs."""
     table = {}
     for model in models:
         mine = [r for r in rows if r["model"] == model]
@@ -151,7 +151,8 @@ def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
             table[model] = {}
             for m in metrics:
                 values = np.array([float(r[f"{split}_{m}"]) for r in mine])
-                table[model][m] = (float(values.mean()), float(values.std()), len(values))
+                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0  # sample std over seeds
+                table[model][m] = (float(values.mean()), std, len(values))
     return table
 
 

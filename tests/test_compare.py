@@ -25,10 +25,11 @@ def test_table_marks_best_and_second_and_reports_the_improvement_over_the_best_b
     table = comparison_table(rows, ["BPR", "LightGCN", "MICRO"], proposed=["MICRO"]).splitlines()
     assert table[0] == "| Model | Recall@20 | Precision@20 | NDCG@20 |"
     assert [line.split(" | ")[0] for line in table[2:]] == ["| BPR", "| LightGCN", "| MICRO", "| Improv."]
-    assert table[2] == "| BPR | 0.1100 ± 0.0100 | <u>0.0110 ± 0.0010</u> | 0.0600 ± 0.0100 |"
+    # ± the sample std over seeds: sqrt(2 * 0.01^2 / (2 - 1)) = 0.0141
+    assert table[2] == "| BPR | 0.1100 ± 0.0141 | <u>0.0110 ± 0.0014</u> | 0.0600 ± 0.0141 |"
     assert table[3] == "| LightGCN | <u>0.1400 ± 0.0000</u> | **0.0130 ± 0.0000** | <u>0.0800 ± 0.0000</u> |"
     # precision ties at .013: both best; then BPR is second
-    assert table[4] == "| MICRO | **0.1600 ± 0.0100** | **0.0130 ± 0.0010** | **0.0900 ± 0.0000** |"
+    assert table[4] == "| MICRO | **0.1600 ± 0.0141** | **0.0130 ± 0.0014** | **0.0900 ± 0.0000** |"
     assert table[5] == "| Improv. | +14.29% | +0.00% | +12.50% |"
 
 
