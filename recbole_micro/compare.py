@@ -161,9 +161,12 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
 
     The last row is (best proposed - best baseline) / best baseline per metric. A row is
     proposed when its model name (without ``:settings``) is in ``proposed``, so variants of a
-    proposed model are never its baselines; the baselines are all the other rows.
+    proposed model are never its baselines; the baselines are all the other rows. While the
+    models have different numbers of finished seeds, each row says its number.
     """
     stats = summarize(rows, models, metrics, split)
+    seeds = {model: cells[metrics[0]][2] for model, cells in stats.items()}
+    uneven = len(set(seeds.values())) > 1
     ranked = {m: sorted({round(s[m][0], 4) for s in stats.values()}, reverse=True) for m in metrics}
     header = "| Model | " + " | ".join(m.replace("recall", "Recall").replace("precision", "Precision")
                                       .replace("ndcg", "NDCG") for m in metrics) + " |"
@@ -178,7 +181,8 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
             elif len(ranked[m]) > 1 and round(mean, 4) == ranked[m][1]:
                 text = f"<u>{text}</u>"
             out.append(text)
-        lines.append(f"| {model} | " + " | ".join(out) + " |")
+        label = f"{model} ({seeds[model]} seed{'s' if seeds[model] > 1 else ''})" if uneven else model
+        lines.append(f"| {label} | " + " | ".join(out) + " |")
     ours = [m for m in stats if m in proposed or parse_model_spec(m)[0] in proposed]
     baselines = [m for m in stats if m not in ours]
     if ours and baselines:

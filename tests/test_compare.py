@@ -33,6 +33,12 @@ def test_table_marks_best_and_second_and_reports_the_improvement_over_the_best_b
     assert table[5] == "| Improv. | +14.29% | +0.00% | +12.50% |"
 
 
+def test_rows_say_their_number_of_seeds_while_it_differs():
+    rows = result_rows({"BPR": [(0.10, 0.010, 0.05)], "MICRO": [(0.15, 0.012, 0.09), (0.17, 0.014, 0.09)]})
+    table = comparison_table(rows, ["BPR", "MICRO"], proposed=["MICRO"]).splitlines()
+    assert table[2].startswith("| BPR (1 seed) | <u>0.1000</u> |") and table[3].startswith("| MICRO (2 seeds) | **0.1600 ± 0.0141**")
+
+
 def test_plot_writes_a_png(tmp_path):
     rows = result_rows({"BPR": [(0.1, 0.01, 0.05)], "MICRO": [(0.2, 0.02, 0.1)]})
     path = plot_comparison(rows, ["BPR", "MICRO"], tmp_path / "chart.png")
