@@ -23,8 +23,8 @@ embeddings over the re-weighted graph. Three parts:
 The paper's method section was not at hand when this was written: the computation follows the
 authors' code, read and re-expressed here, and its choices are the defaults:
     - routing updates each user's preference from its items (``num_routing`` times), as the
-      paper describes it. In the authors' code the routing messages only reach items, so the
-      preferences stay as initialised; ``num_routing: 0`` gives that computation.
+      paper describes it. As we read the authors' code (not run here), its routing messages
+      only reach items, so the preferences stay as initialised; ``num_routing: 0`` gives that.
     - ``pruning: soft`` (the authors' commands for all three datasets) keeps the merged weights
       as they are; ``hard`` (their code's default) passes them through a ReLU.
     - the regulariser is the mean of the squared batch ID embeddings and user preferences.
