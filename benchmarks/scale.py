@@ -33,6 +33,7 @@ Examples:
 """
 import argparse
 import csv
+import importlib.util
 import json
 import resource
 import subprocess
@@ -238,7 +239,7 @@ def measure_sweep(n_items, exact_max, dim=64, k=10, anchors=2048, seed=0):
 def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
     import torch
 
-    from recbole_micro.model.ann import auto_factory, faiss_knn_graph
+    from recbole_micro.model.ann import faiss_knn_graph, index_settings
     from recbole_micro.model.layers import knn_graph
 
     generator = torch.Generator().manual_seed(seed)
@@ -252,8 +253,7 @@ def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
         centres = torch.randn(200, dim, generator=generator)
         feat = centres[torch.randint(0, 200, (n_items,), generator=generator)] + 0.5 * torch.randn(n_items, dim, generator=generator)
     feat[0] = 0  # PAD
-    if not factory:
-        factory, params = auto_factory(n_items - 1)[0], params or auto_factory(n_items - 1)[1]
+    factory, params = index_settings(n_items - 1, factory, params)  # recorded with the row
     faiss_knn_graph(feat[:100], 4, "Flat")  # first-call overheads out of the timings
     start = time.perf_counter()
     exact = knn_graph(feat, k)
@@ -266,14 +266,6 @@ def measure_ann(n_items, kind, factory=None, params=None, dim=64, k=10, seed=0):
         "items": n_items, "features": Path(kind).name, "factory": factory, "params": params or "", "exact_s": round(exact_s, 2),
         "faiss_s": round(faiss_s, 2), "recall": round(hits / ((n_items - 1) * k), 4),
     }
-
-
-def _has_faiss():
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def in_subprocess(*args):
@@ -339,7 +331,7 @@ def main(argv=None):
     if args.quick:
         write_tiny_dataset(work)
         scales, sweep, batches = ["tiny"], args.sweep or [300, 600], args.batches or 2
-        ann = args.ann or ([500] if _has_faiss() else [])
+        ann = args.ann or ([500] if importlib.util.find_spec("faiss") else [])
         config_files = [str(work / "tiny" / "tiny.yaml")] + args.config_files
         out = out / "quick"
     else:

@@ -50,9 +50,9 @@ def test_the_default_index_is_an_inverted_file_that_finds_clustered_neighbours()
     approx, exact = faiss_knn_graph(feat, 5), knn_graph(feat, 5)  # IVF178,Flat searched with nprobe=16
     hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).float().mean().item()
     assert hits > 0.95
-    from recbole_micro.model.ann import auto_factory
+    from recbole_micro.model.ann import index_settings
 
-    assert auto_factory(2000) == ("IVF178,Flat", "nprobe=16")
+    assert index_settings(2000) == ("IVF178,Flat", "nprobe=16")
 
 
 def test_negative_similarities_are_suppressed():

@@ -75,7 +75,8 @@ class InnerProductRecommender(MultimodalRecommender):
     """A multimodal model that scores by the inner product of final user and item embeddings.
 
     Subclasses implement ``forward()`` -> (U, d), (N, d) final embeddings. Evaluation computes
-    them once and caches them detached; ``clear_cache()`` drops them when weights change.
+    them once and caches them detached; ``clear_cache()`` drops them when weights change, and
+    every switch between training and evaluation mode drops them too.
     """
 
     def __init__(self, config, dataset):
@@ -111,6 +112,10 @@ class InnerProductRecommender(MultimodalRecommender):
 
     def clear_cache(self):
         self.restore_user_e, self.restore_item_e = None, None
+
+    def train(self, mode=True):
+        self.clear_cache()  # new mode or new weights: recompute
+        return super().train(mode)
 
     def load_other_parameter(self, para):
         super().load_other_parameter(para)

@@ -24,9 +24,15 @@ def import_faiss():
     return faiss
 
 
-def auto_factory(n_items):
-    """An inverted-file index with about 4 sqrt(N) lists, searched in 16 of them."""
-    return f"IVF{max(1, int(4 * n_items ** 0.5))},Flat", "nprobe=16"
+def index_settings(n_items, factory=None, params=None):
+    """The faiss index_factory string and search parameters to use for ``n_items`` items.
+
+    The given ones; without a factory, an inverted-file index with about 4 sqrt(N) lists,
+    searched in 16 of them unless ``params`` says otherwise.
+    """
+    if factory:
+        return factory, params
+    return f"IVF{max(1, int(4 * n_items ** 0.5))},Flat", params or "nprobe=16"
 
 
 def faiss_knn_graph(feat, k, factory=None, params=None, chunk_size=None):
@@ -36,7 +42,7 @@ def faiss_knn_graph(feat, k, factory=None, params=None, chunk_size=None):
         feat (torch.Tensor): (N, d) item features; row 0 is PAD (no edges, nobody's neighbour).
         k (int): neighbours per item.
         factory (str): faiss ``index_factory`` string of an inner-product index ("HNSW32",
-            "IVF1024,Flat", ...; "Flat" is exact). Empty: :func:`auto_factory`.
+            "IVF1024,Flat", ...; "Flat" is exact). Empty: see :func:`index_settings`.
         params (str): faiss search parameters ("nprobe=32", "efSearch=128", ...); empty:
             the automatic index's "nprobe=16", or the index's defaults.
         chunk_size (int): rows per block when computing the kept similarities.
@@ -46,8 +52,7 @@ def faiss_knn_graph(feat, k, factory=None, params=None, chunk_size=None):
     """
     faiss = import_faiss()
     n, dim = feat.shape
-    if not factory:
-        factory, params = auto_factory(n - 1)[0], params or auto_factory(n - 1)[1]
+    factory, params = index_settings(n - 1, factory, params)
     k = min(k, n - 1)
     unit = F.normalize(feat, p=2, dim=1, eps=NORM_EPS)
     data = np.ascontiguousarray(unit.detach().cpu().numpy(), dtype=np.float32)

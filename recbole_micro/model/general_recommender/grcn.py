@@ -165,7 +165,3 @@ class GRCN(InnerProductRecommender):
         reg_loss = (self.id_embedding[user] ** 2).mean() + (self.id_embedding[items] ** 2).mean()
         reg_loss = reg_loss + sum((self.preferences[m][user] ** 2).mean() for m in self.modality_names)
         return mf_loss, self.reg_weight * reg_loss
-
-    def train(self, mode=True):
-        self.clear_cache()  # new mode or new weights: recompute
-        return super().train(mode)

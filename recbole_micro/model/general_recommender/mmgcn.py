@@ -148,7 +148,3 @@ class MMGCN(InnerProductRecommender):
             *[self.preferences[m][user] for m in self.modality_names], require_pow=True,
         )
         return mf_loss, self.reg_weight * reg_loss
-
-    def train(self, mode=True):
-        self.clear_cache()  # new mode or new weights: recompute
-        return super().train(mode)
