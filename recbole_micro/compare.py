@@ -195,6 +195,20 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
     return "\n".join(lines)
 
 
+def model_colors(n):
+    """n distinct bar colours: tab10 up to 10 models, tab20 up to 20, then evenly spaced hues.
+
+    Matplotlib's default cycle repeats after 10, which would give two rows of Table 4 one colour.
+    """
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](k) for k in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](k) for k in range(n)]
+    return [colormaps["hsv"](k / n) for k in range(n)]
+
+
 def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test"):
     """Grouped bars (one group per metric, one bar per model) with std error bars, as PNG."""
     import matplotlib
@@ -205,11 +219,12 @@ def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test"):
     stats = summarize(rows, models, metrics, split)
     names = list(stats)
     width = 0.8 / max(len(names), 1)
+    colors = model_colors(len(names))
     fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(metrics) * max(len(names), 1) * 0.35, 3.6))
     for k, model in enumerate(names):
         x = np.arange(len(metrics)) + (k - (len(names) - 1) / 2) * width
         ax.bar(x, [stats[model][m][0] for m in metrics], width, yerr=[stats[model][m][1] for m in metrics],
-               capsize=2, label=model)
+               capsize=2, label=model, color=colors[k])
     ax.set_xticks(np.arange(len(metrics)), metrics)
     ax.set_ylabel(f"{split} metric (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from recbole_micro.compare import comparison_table, parse_model_spec, plot_comparison, read_runs
+from recbole_micro.compare import comparison_table, model_colors, parse_model_spec, plot_comparison, read_runs
 from test_run_script import run_script
 
 
@@ -43,6 +43,12 @@ def test_plot_writes_a_png(tmp_path):
     rows = result_rows({"BPR": [(0.1, 0.01, 0.05)], "MICRO": [(0.2, 0.02, 0.1)]})
     path = plot_comparison(rows, ["BPR", "MICRO"], tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("n", [2, 10, 12, 20, 25])
+def test_every_model_gets_its_own_colour(n):
+    # the papers' Table 4 has 10 rows and ours 12: matplotlib's cycle repeats after 10
+    assert len(set(model_colors(n))) == n
 
 
 def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
