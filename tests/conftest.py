@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+YAML_DEFAULT = object()  # a config_dict override that leaves the key to the YAMLs
+
+
 class TinyDataset:
     """Paths and ground-truth features of the tiny dataset."""
 
@@ -62,6 +65,7 @@ class TinyDataset:
         return {n: {"file": f"tiny.{n}.npy", "tokens": f"tiny.{n}.tokens"} for n in names}
 
     def config_dict(self, **overrides):
+        """Settings for the tiny dataset; an override of ``YAML_DEFAULT`` drops that key, so the YAMLs decide it."""
         config = {
             "data_path": str(self.root),
             "checkpoint_dir": str(self.root / "saved"),
@@ -75,7 +79,7 @@ class TinyDataset:
             "show_progress": False,
         }
         config.update(overrides)
-        return config
+        return {key: value for key, value in config.items() if value is not YAML_DEFAULT}
 
     def write_config(self, name="tiny.yaml", **overrides):
         import yaml

@@ -9,7 +9,7 @@ from test_graph_models import batch_of, make
 from recbole_micro.model.general_recommender.micro import MICRO
 
 faiss = pytest.importorskip("faiss")
-from recbole_micro.model.ann import faiss_knn_graph  # noqa: E402
+from recbole_micro.model.ann import faiss_knn_graph, index_settings  # noqa: E402
 
 
 def clustered(n=300, dim=16, seed=0):
@@ -50,8 +50,6 @@ def test_the_default_index_is_an_inverted_file_that_finds_clustered_neighbours()
     approx, exact = faiss_knn_graph(feat, 5), knn_graph(feat, 5)  # IVF178,Flat searched with nprobe=16
     hits = (approx.idx[1:].unsqueeze(2) == exact.idx[1:].unsqueeze(1)).any(2).float().mean().item()
     assert hits > 0.95
-    from recbole_micro.model.ann import index_settings
-
     assert index_settings(2000) == ("IVF178,Flat", "nprobe=16")
 
 

@@ -17,7 +17,7 @@ from recbole_micro.model.general_recommender.vbpr import VBPR
 from recbole_micro.trainer import CheckpointMixin, Trainer
 from recbole_micro.utils import OUR_MODEL_PACKAGE, create_dataset, get_model, get_trainer, our_model_names, properties_dir
 
-from conftest import build
+from conftest import YAML_DEFAULT, build
 
 
 def test_our_models_first_then_recbole():
@@ -127,15 +127,5 @@ def test_full_ranking_evaluates_many_users_per_batch(tiny):
     # default 4096 is one user per batch at Amazon scale, 7x slower evaluation on Baby
     config = Config(model="VBPR", dataset="ml-100k", config_dict={"data_path": str(tiny.root)})
     assert config["eval_batch_size"] // 23_034 >= 512  # Clothing's items + PAD
-    config_dict = tiny.config_dict()
-    del config_dict["eval_batch_size"]
-    config, dataset, (train, valid, test) = build_with(tiny, config_dict)
+    config, dataset, (train, valid, test) = build("VBPR", tiny, eval_batch_size=YAML_DEFAULT)
     assert valid.step == config["eval_batch_size"] // dataset.item_num >= dataset.user_num - 1  # all users in one batch
-
-
-def build_with(tiny, config_dict):
-    from recbole.data import data_preparation
-
-    config = Config(model="VBPR", dataset="tiny", config_dict=config_dict)
-    dataset = create_dataset(config)
-    return config, dataset, data_preparation(config, dataset)
