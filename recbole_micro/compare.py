@@ -10,6 +10,9 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 - ``logs/<model>-seed<seed>.log``: RecBole's log of the run;
 - ``table.md``: the papers' Table 4 form, mean ± sample std over the seeds (best in bold, second
   underlined), with the relative improvement of the best proposed model over the best baseline;
+- ``seeds.md``: test Recall@20 seed by seed, and each row's paired difference from the first
+  proposed row (runs with the same seed share the data split, so the paired difference is
+  the fair test of a gap smaller than the spread over seeds);
 - ``chart.png``: the same numbers as grouped bars with std error bars.
 """
 import csv
@@ -128,6 +131,7 @@ def write_outputs(rows, models, out_dir, proposed=None):
     write_rows_csv(rows, out_dir / "runs.csv")
     proposed = list(proposed or DEFAULT_PROPOSED)
     (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
+    (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=_first_proposed(rows, models, proposed)) + "\n")
     plot_comparison(rows, models, out_dir / "chart.png")
 
 
@@ -192,6 +196,45 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
             best_base = max(stats[b][m][0] for b in baselines)
             cells.append(f"{100 * (best_ours - best_base) / best_base:+.2f}%" if best_base > 0 else "n/a")
         lines.append("| Improv. | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _first_proposed(rows, models, proposed):
+    """The first row in ``models`` that has runs and is a proposed model or a variant of one."""
+    present = {r["model"] for r in rows}
+    return next((m for m in models if m in present and (m in proposed or parse_model_spec(m)[0] in proposed)), None)
+
+
+def seed_table(rows, models, reference=None, metric="recall@20", split="test"):
+    """One metric seed by seed in Markdown, with each row's paired difference from ``reference``.
+
+    Columns: the value at every seed (blank where that run is missing), mean ± sample std, and
+    (when ``reference`` has runs) the row's difference from ``reference`` at each seed both have,
+    then the mean of those differences. The seeds are the union over ``models``, in order.
+    """
+    runs = {(r["model"], r["seed"]): float(r[f"{split}_{metric}"]) for r in rows if r["model"] in models}
+    seeds = sorted({seed for _, seed in runs})
+    present = [m for m in models if any((m, s) in runs for s in seeds)]
+    paired = reference in present
+    header = "| Model | " + " | ".join(f"seed {s}" for s in seeds) + f" | mean {split} {metric} |"
+    rule = "|---|" + "---:|" * (len(seeds) + 1)
+    if paired:
+        header += f" − {reference}, per seed | mean − {reference} |"
+        rule += "---|---:|"
+    lines = [header, rule]
+    for model in present:
+        values = [runs.get((model, s)) for s in seeds]
+        have = np.array([v for v in values if v is not None])
+        mean = f"{have.mean():.4f}" + (f" ± {have.std(ddof=1):.4f}" if len(have) > 1 else " (1 seed)")
+        line = f"| {model} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + f" | {mean} |"
+        if paired:
+            diffs = [runs[(model, s)] - runs[(reference, s)] for s in seeds
+                     if (model, s) in runs and (reference, s) in runs]
+            if model == reference or not diffs:
+                line += " | |"
+            else:
+                line += " " + ", ".join(f"{d:+.4f}" for d in diffs) + f" | {np.mean(diffs):+.4f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 

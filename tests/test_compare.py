@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from recbole_micro.compare import comparison_table, model_colors, parse_model_spec, plot_comparison, read_runs
+from recbole_micro.compare import comparison_table, model_colors, parse_model_spec, plot_comparison, read_runs, seed_table
 from test_run_script import run_script
 
 
@@ -37,6 +37,23 @@ def test_rows_say_their_number_of_seeds_while_it_differs():
     rows = result_rows({"BPR": [(0.10, 0.010, 0.05)], "MICRO": [(0.15, 0.012, 0.09), (0.17, 0.014, 0.09)]})
     table = comparison_table(rows, ["BPR", "MICRO"], proposed=["MICRO"]).splitlines()
     assert table[2].startswith("| BPR (1 seed) | <u>0.1000</u> |") and table[3].startswith("| MICRO (2 seeds) | **0.1600 ± 0.0141**")
+
+
+def test_seed_table_gives_every_seed_and_the_paired_difference_from_the_reference():
+    rows = result_rows({
+        "MICRO": [(0.30, 0, 0), (0.20, 0, 0), (0.25, 0, 0)],
+        "BPR": [(0.32, 0, 0), (0.18, 0, 0), (0.22, 0, 0)],  # diffs +.02, -.02, -.03: mean -.01
+        "LightGCN": [(0.31, 0, 0)],  # seed 0 only
+    })
+    rows = [r for r in rows if not (r["model"] == "LightGCN" and r["seed"] != 0)]
+    table = seed_table(rows, ["MICRO", "BPR", "LightGCN", "SGL"], reference="MICRO").splitlines()
+    assert table[0] == ("| Model | seed 0 | seed 1 | seed 2 | mean test recall@20 | − MICRO, per seed | mean − MICRO |")
+    assert len(table) == 5, "SGL has no runs: no row"
+    assert table[2] == "| MICRO | 0.3000 | 0.2000 | 0.2500 | 0.2500 ± 0.0500 | | |"
+    assert table[3] == "| BPR | 0.3200 | 0.1800 | 0.2200 | 0.2400 ± 0.0721 | +0.0200, -0.0200, -0.0300 | -0.0100 |"
+    assert table[4] == "| LightGCN | 0.3100 |  |  | 0.3100 (1 seed) | +0.0100 | +0.0100 |"
+    # without a reference: values only
+    assert seed_table(rows, ["BPR"]).splitlines()[2] == "| BPR | 0.3200 | 0.1800 | 0.2200 | 0.2400 ± 0.0721 |"
 
 
 def test_plot_writes_a_png(tmp_path):
@@ -74,6 +91,9 @@ def test_compare_mode_runs_every_model_and_seed_once_and_resumes(tiny):
     header = (out / "runs.csv").read_text().splitlines()[0].split(",")
     assert {"model", "seed", "config", "log", "test_recall@20"} <= set(header)
     assert (out / "chart.png").stat().st_size > 5000
+    seeds = (out / "seeds.md").read_text().splitlines()
+    assert seeds[0].startswith("| Model | seed 1 | seed 2 |") and seeds[0].endswith("| mean − VBPR |")
+    assert [line.split(" | ")[0] for line in seeds[2:]] == ["| BPR", "| VBPR"]
 
     second = run_script(*args, cwd=tiny.root)
     assert second.returncode == 0, second.stderr[-3000:]
