@@ -187,7 +187,7 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
             out.append(text)
         label = f"{model} ({seeds[model]} seed{'s' if seeds[model] > 1 else ''})" if uneven else model
         lines.append(f"| {label} | " + " | ".join(out) + " |")
-    ours = [m for m in stats if m in proposed or parse_model_spec(m)[0] in proposed]
+    ours = [m for m in stats if _is_proposed(m, proposed)]
     baselines = [m for m in stats if m not in ours]
     if ours and baselines:
         cells = []
@@ -199,10 +199,15 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
     return "\n".join(lines)
 
 
+def _is_proposed(model, proposed):
+    """Whether a row is a proposed model or a variant of one (``MICRO:use_specific=False``)."""
+    return model in proposed or parse_model_spec(model)[0] in proposed
+
+
 def _first_proposed(rows, models, proposed):
-    """The first row in ``models`` that has runs and is a proposed model or a variant of one."""
+    """The first row in ``models`` that has runs and is proposed (see :func:`_is_proposed`)."""
     present = {r["model"] for r in rows}
-    return next((m for m in models if m in present and (m in proposed or parse_model_spec(m)[0] in proposed)), None)
+    return next((m for m in models if m in present and _is_proposed(m, proposed)), None)
 
 
 def seed_table(rows, models, reference=None, metric="recall@20", split="test"):
@@ -214,7 +219,8 @@ def seed_table(rows, models, reference=None, metric="recall@20", split="test"):
     """
     runs = {(r["model"], r["seed"]): float(r[f"{split}_{metric}"]) for r in rows if r["model"] in models}
     seeds = sorted({seed for _, seed in runs})
-    present = [m for m in models if any((m, s) in runs for s in seeds)]
+    stats = summarize(rows, models, (metric,), split)
+    present = list(stats)
     paired = reference in present
     header = "| Model | " + " | ".join(f"seed {s}" for s in seeds) + f" | mean {split} {metric} |"
     rule = "|---|" + "---:|" * (len(seeds) + 1)
@@ -224,9 +230,9 @@ def seed_table(rows, models, reference=None, metric="recall@20", split="test"):
     lines = [header, rule]
     for model in present:
         values = [runs.get((model, s)) for s in seeds]
-        have = np.array([v for v in values if v is not None])
-        mean = f"{have.mean():.4f}" + (f" ± {have.std(ddof=1):.4f}" if len(have) > 1 else " (1 seed)")
-        line = f"| {model} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + f" | {mean} |"
+        mean, std, n = stats[model][metric]
+        summary = f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else " (1 seed)")
+        line = f"| {model} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + f" | {summary} |"
         if paired:
             diffs = [runs[(model, s)] - runs[(reference, s)] for s in seeds
                      if (model, s) in runs and (reference, s) in runs]
