@@ -138,6 +138,9 @@ def load_data_and_model(model_file):
     """
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]
+    # An unpickled Config skips __init__, which restores the numpy aliases (np.float, ...)
+    # that RecBole 1.2.1's metrics still use: without this, evaluating in a fresh process fails.
+    config.compatibility_settings()
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
     dataset, (train_data, valid_data, test_data), model = _build_data_and_model(config)
