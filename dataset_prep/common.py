@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_micro.data.builders import write_atomically, write_feature_files
+from recbole_micro.files import write_atomically, write_feature_files
 
 SPLITS = ("train", "valid", "test")
 

@@ -1,5 +1,8 @@
 """The on-disk cache of initial kNN graphs: hit, miss on changed features or k, bad files."""
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 import recbole_micro.model.abstract_recommender as abstract_recommender
@@ -30,6 +33,18 @@ def test_second_call_reads_the_file_and_changed_inputs_miss(tmp_path):
     rebuilt = cached_graph(tmp_path, "d-visual", changed, build, knn_k=3)
     assert torch.equal(rebuilt.val, build(changed).val)
     assert len(list(tmp_path.glob("*.pt"))) == 2 and not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".pt", ".pt"]  # no temp file left
+
+
+def test_a_failed_write_leaves_neither_the_file_nor_a_temp_file(tmp_path, monkeypatch):
+    def broken_save(obj, path):
+        Path(path).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        cached_graph(tmp_path, "d-visual", torch.randn(8, 3), build, knn_k=3)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unreadable_file_is_rebuilt_and_no_cache_dir_builds_every_time(tmp_path):

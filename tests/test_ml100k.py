@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from recbole_micro.data import ml100k
-from recbole_micro.data.builders import build_record_path
+from recbole_micro.files import build_record_path
 from recbole_micro.data.ml100k import build_knowledge_features, build_text_features, item_texts, knowledge_matrix
 from recbole_micro.data.prepared import recbole_ml100k_dir
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recbole_micro.data.builders import is_up_to_date, save_features, sha256_of
 from recbole_micro.data.text_encoder import DEFAULT_TEXT_ENCODER, encode_texts, load_text_encoder
+from recbole_micro.files import is_up_to_date, save_features, sha256_of
 
 TEXT_TEMPLATE = "{title} ({year}) {genres}"
 KNOWLEDGE_DIM = 64

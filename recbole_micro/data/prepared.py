@@ -5,8 +5,8 @@ from pathlib import Path
 
 import recbole
 
-from recbole_micro.data.builders import write_atomically
 from recbole_micro.errors import DatasetNotPreparedError
+from recbole_micro.files import write_atomically
 
 ML100K_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user", "ml-100k.kg", "ml-100k.link")
 

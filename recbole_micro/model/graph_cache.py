@@ -6,13 +6,12 @@ cache file is named by a hash of the feature values, the graph's settings and a 
 the graph code, so a changed feature file or ``knn_k`` can never be served a stale graph.
 """
 import hashlib
-import os
-import tempfile
 from logging import getLogger
 from pathlib import Path
 
 import torch
 
+from recbole_micro.files import write_atomically
 from recbole_micro.model.layers import SparseGraph
 
 # Bump when the graph construction changes (kNN rule, normalisation): old files are then ignored.
@@ -55,9 +54,6 @@ def cached_graph(cache_dir, name, feat, build, **settings):
             logger.warning(f"Ignoring unreadable graph cache file {path} ({err}); rebuilding it.")
     graph = build(feat)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # write to a temp file and rename: a parallel run never reads a half-written file
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    torch.save((graph.idx.cpu(), graph.val.cpu()), tmp)
-    os.replace(tmp, path)
+    # a parallel run never reads a half-written file, and a failed write leaves none behind
+    write_atomically(path, lambda tmp: torch.save((graph.idx.cpu(), graph.val.cpu()), tmp))
     return graph
