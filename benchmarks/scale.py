@@ -202,7 +202,8 @@ def measure_model(scale, model_key, data_path, batches, config_files):
 def measure_sweep(n_items, exact_max, dim=64, k=10, anchors=2048, seed=0):
     import torch
 
-    from recbole_micro.model.layers import freeze, info_nce_loss, knn_graph, propagate, symmetric_normalize
+    from recbole_micro.model.layers import freeze, knn_graph, propagate, symmetric_normalize
+    from recbole_micro.model.losses import info_nce_loss
 
     torch.manual_seed(seed)
     warm = torch.randn(64, dim, requires_grad=True)  # first-call overheads out of the timings

@@ -6,7 +6,8 @@ from recbole.data.interaction import Interaction
 from conftest import build
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
-from recbole_micro.model.layers import info_nce_loss, propagate
+from recbole_micro.model.layers import propagate
+from recbole_micro.model.losses import info_nce_loss
 
 SMALL = {"knn_k": 4, "embedding_size": 8}
 

@@ -42,7 +42,7 @@ def test_first_layer_is_the_papers_aggregation_and_combination(tiny, aggregation
 
 
 def _adjacency(model):
-    from recbole_micro.model.layers import FixedSparse
+    from recbole_micro.model.sparse import FixedSparse
 
     return FixedSparse(model.mean_adjacency, model.mean_adjacency_t)
 

@@ -9,32 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_micro.model.layers import FixedSparse
+from recbole_micro.model.sparse import FixedSparse, bipartite_adjacency, scipy_to_torch
 
 ADJ_NORMS = ("sym", "rw_self_loop")
 CF_MODELS = ("mf", "ngcf", "lightgcn")
-
-
-def bipartite_adjacency(inter_matrix, n_users, n_items):
-    """Binary bipartite adjacency [[0, R], [R^T, 0]] over users then items, scipy CSR."""
-    r = sp.coo_matrix(inter_matrix, dtype=np.float32)
-    r.data[:] = 1.0
-    n = n_users + n_items
-    a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
-    a.resize((n, n))
-    return a
-
-
-def row_normalized(matrix):
-    """D^-1 M (each row averages its entries, taken as 1) as a torch sparse COO tensor.
-
-    Rows without entries stay zero.
-    """
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    matrix.data[:] = 1.0
-    counts = np.asarray(matrix.sum(axis=1)).ravel()
-    scale = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
-    return scipy_to_torch(sp.diags(scale) @ matrix)
 
 
 def interaction_adjacency(inter_matrix, n_users, n_items, norm="sym"):
@@ -61,13 +39,6 @@ def interaction_adjacency(inter_matrix, n_users, n_items, norm="sym"):
     else:
         a = sp.diags(1.0 / degree) @ a
     return scipy_to_torch(a)
-
-
-def scipy_to_torch(matrix):
-    """A scipy sparse matrix as a coalesced float32 torch sparse COO tensor."""
-    coo = sp.coo_matrix(matrix, dtype=np.float32)
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False).coalesce()
 
 
 class MFBackbone(nn.Module):

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.backbones import row_normalized
-from recbole_micro.model.layers import NORM_EPS, FixedSparse, info_nce_loss, propagate, skip_connection
+from recbole_micro.model.layers import NORM_EPS, propagate, skip_connection
+from recbole_micro.model.losses import info_nce_loss
+from recbole_micro.model.sparse import FixedSparse, row_normalized
 
 ITEM_REPRS = ("graph_id", "graph_feats", "feats")
 CL_REDUCES = ("mean", "sum")

@@ -23,8 +23,7 @@ from recbole.model.loss import EmbLoss
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import InnerProductRecommender
-from recbole_micro.model.backbones import bipartite_adjacency, row_normalized
-from recbole_micro.model.layers import FixedSparse
+from recbole_micro.model.sparse import FixedSparse, bipartite_adjacency, row_normalized
 
 AGGREGATIONS = ("mean", "max")
 COMBINATIONS = ("concat", "element")
