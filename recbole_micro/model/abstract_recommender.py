@@ -134,8 +134,19 @@ class ItemGraphRecommender(InnerProductRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.read_graph_settings(config)
+        self.define_graph_layers(dataset)
+        self.build_initial_graphs(config)
 
-        # load parameters info
+        # graph schedule and evaluation caches
+        self.rebuild_graph = True
+        self.graph_builds = 0
+        self._graph_cache = None
+
+        self.init_graph_weights()
+
+    def read_graph_settings(self, config):
+        """Every setting of the item graphs and the backbone, read once into a same-named attribute."""
         self.embedding_size = config["embedding_size"]
         self.knn_k = config["knn_k"]
         self.knn_chunk_size = config["knn_chunk_size"]
@@ -158,7 +169,8 @@ class ItemGraphRecommender(InnerProductRecommender):
         if self.knn_backend == "faiss":
             import_faiss()  # fail now, with the install hint, not at the first graph
 
-        # define layers and loss
+    def define_graph_layers(self, dataset):
+        """ID embeddings, the feature transforms W_m, b_m (Eq. 4), the CF backbone and the L2 loss."""
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.feat_transforms = nn.ModuleDict(
@@ -174,7 +186,8 @@ class ItemGraphRecommender(InnerProductRecommender):
         )
         self.reg_loss = EmbLoss()
 
-        # initial graphs S~^m (Eqs. 1-3), fixed, never in checkpoints; cached on disk by feature hash
+    def build_initial_graphs(self, config):
+        """S~^m (Eqs. 1-3) per modality as buffers: fixed, never in checkpoints, cached on disk by feature hash."""
         cache_dir = os.path.join(config["checkpoint_dir"], "graph_cache") if config["graph_cache"] else None
         with torch.no_grad():
             for m in self.modality_names:
@@ -185,12 +198,8 @@ class ItemGraphRecommender(InnerProductRecommender):
                 self.register_buffer(f"{m}_initial_idx", graph.idx, persistent=False)
                 self.register_buffer(f"{m}_initial_val", graph.val, persistent=False)
 
-        # graph schedule and evaluation caches
-        self.rebuild_graph = True
-        self.graph_builds = 0
-        self._graph_cache = None
-
-        # parameters initialization (Xavier, as the papers say; feature tables untouched)
+    def init_graph_weights(self):
+        """Xavier for embeddings and transforms, as the papers say; zero biases; feature tables untouched."""
         for module in [self.user_embedding, self.item_embedding, *self.feat_transforms.values()]:
             nn.init.xavier_uniform_(module.weight)
         for module in self.feat_transforms.values():
