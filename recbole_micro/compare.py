@@ -15,7 +15,6 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
   the fair test of a gap smaller than the spread over seeds);
 - ``chart.png``: the same numbers as grouped bars with std error bars.
 """
-import csv
 import json
 import logging
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_micro.errors import ModelSpecError
+from recbole_micro.results import metric_columns, pyplot, write_rows_csv
 
 TABLE_METRICS = ("recall@20", "precision@20", "ndcg@20")  # the papers' Table 4 columns
 DEFAULT_BASELINES = ("ItemKNN", "BPR", "NGCF", "LightGCN", "SGL", "VBPR")
@@ -102,27 +102,41 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
             model_name, overrides = parse_model_spec(model)
             result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
                                        config_dict={**(config_dict or {}), **overrides, "seed": seed})
-            name = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
-            config_path = out_dir / "configs" / f"{name}.json"
-            config_path.write_text(json.dumps(_config_as_dict(result["config"]), indent=1, sort_keys=True))
-            log_path = _log_file()
-            if log_path is not None and log_path.is_file():
-                shutil.copyfile(log_path, out_dir / "logs" / f"{name}.log")
-            row = {
-                "model": model, "seed": seed, "dataset": dataset, "seconds": round(time.time() - start, 1),
-                "best_valid_score": result["best_valid_score"],
-                "saved_model_file": result["saved_model_file"],
-                "config": str(config_path.relative_to(out_dir)),
-                "log": f"logs/{name}.log" if log_path is not None else "",
-                **{f"valid_{k}": v for k, v in (result["best_valid_result"] or {}).items()},
-                **{f"test_{k}": v for k, v in (result["test_result"] or {}).items()},
-            }
-            with open(out_dir / "runs.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
             log(f"{model} seed {seed}: test " + ", ".join(f"{m} {row.get('test_' + m, float('nan')):.4f}" for m in TABLE_METRICS))
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
     write_outputs(rows, models, out_dir, proposed)
     return rows
+
+
+def _run_name(model, seed):
+    """File-name stem of one run: the model spec with unsafe characters replaced, and the seed."""
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
+
+
+def _record_run(out_dir, model, seed, dataset, result, seconds):
+    """Keep one finished run: its config and log under ``out_dir``, its row appended to ``runs.jsonl``.
+
+    Returns:
+        dict: the row (model, seed, time, saved model, config and log paths, every metric).
+    """
+    name = _run_name(model, seed)
+    config_path = out_dir / "configs" / f"{name}.json"
+    config_path.write_text(json.dumps(_config_as_dict(result["config"]), indent=1, sort_keys=True))
+    log_path = _log_file()
+    if log_path is not None and log_path.is_file():
+        shutil.copyfile(log_path, out_dir / "logs" / f"{name}.log")
+    row = {
+        "model": model, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
+        "best_valid_score": result["best_valid_score"],
+        "saved_model_file": result["saved_model_file"],
+        "config": str(config_path.relative_to(out_dir)),
+        "log": f"logs/{name}.log" if log_path is not None else "",
+        **metric_columns(result),
+    }
+    with open(out_dir / "runs.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
 
 
 def write_outputs(rows, models, out_dir, proposed=None):
@@ -133,17 +147,6 @@ def write_outputs(rows, models, out_dir, proposed=None):
     (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
     (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=_first_proposed(rows, models, proposed)) + "\n")
     plot_comparison(rows, models, out_dir / "chart.png")
-
-
-def write_rows_csv(rows, path):
-    """Rows of dicts as CSV; the columns are every key, in first-seen order."""
-    fields = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
@@ -260,11 +263,7 @@ def model_colors(n):
 
 def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test"):
     """Grouped bars (one group per metric, one bar per model) with std error bars, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats = summarize(rows, models, metrics, split)
     names = list(stats)
     width = 0.8 / max(len(names), 1)

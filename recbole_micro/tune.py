@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_micro.compare import write_rows_csv
+from recbole_micro.results import metric_columns, pyplot, write_fixed_yaml, write_rows_csv
 
 SENSITIVITY_METRICS = ("recall@20", "ndcg@20")
 
@@ -68,18 +68,13 @@ def run_tuning(params_file, model, dataset, out_dir, algo="exhaustive", max_eval
     names = params_in_file(params_file)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = out_dir / "fixed.yaml"
-    fixed.write_text(f"model: {model}\ndataset: {dataset}\n")
+    fixed = write_fixed_yaml(out_dir, model, dataset)
     trials = []
 
     def objective(config_dict, fixed_config_file_list=None):
         result = objective_function(config_dict, fixed_config_file_list)
         point = {name: config_dict.get(name) for name in names}
-        trials.append({
-            **point, "best_valid_score": result["best_valid_score"],
-            **{f"valid_{k}": v for k, v in result["best_valid_result"].items()},
-            **{f"test_{k}": v for k, v in result["test_result"].items()},
-        })
+        trials.append({**point, "best_valid_score": result["best_valid_score"], **metric_columns(result)})
         log(f"{json.dumps(point)}: valid {result['best_valid_score']:.4f}")
         return result
 
@@ -130,11 +125,7 @@ def sensitivity_rows(trials, param, metrics=SENSITIVITY_METRICS, split="test"):
 
 def plot_sensitivity(rows, param, path, metrics=SENSITIVITY_METRICS, split="test", title=None):
     """Metric against a hyperparameter (one line per metric), as PNG: the papers' Figures 4-6."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [str(r[param]) for r in rows]
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for m in metrics:
@@ -197,8 +188,7 @@ def run_ray_tuning(params_file, model, dataset, out_dir, num_samples=4, cpus_per
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fixed = out_dir / "fixed.yaml"
-    fixed.write_text(f"model: {model}\ndataset: {dataset}\n")
+    fixed = write_fixed_yaml(out_dir, model, dataset)
     files = [str(fixed)] + [str(Path(f).resolve()) for f in (config_file_list or [])]
     analysis = tune.run(
         tune.with_parameters(_ray_trial, config_file_list=files),
