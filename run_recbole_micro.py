@@ -13,6 +13,9 @@ Every other ``--key=value`` flag is a RecBole setting and overrides the YAML fil
 """
 import argparse
 import sys
+from pathlib import Path
+
+from recbole_micro.compare import DEFAULT_PROPOSED
 
 DEFAULT_MODEL = "MICRO"
 DEFAULT_DATASET = "ml-100k"
@@ -28,7 +31,8 @@ def parse_args(argv):
     compare.add_argument("--compare", nargs="+", metavar="MODEL",
                          help="run these models side by side; MODEL:key=value,... adds settings for that row")
     compare.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022], help="one run per model and seed")
-    compare.add_argument("--proposed", nargs="+", default=["MICRO"], help="models compared with the best of the others")
+    compare.add_argument("--proposed", nargs="+", default=list(DEFAULT_PROPOSED),
+                         help="models compared with the best of the others")
     compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>)")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
     tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file (see hyper/)")
@@ -76,7 +80,7 @@ def compare(args, config_files):
         get_model(parse_model_spec(spec)[0])
     out = args.out or f"compare/{args.dataset}"
     run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files, proposed=args.proposed)
-    print(open(f"{out}/table.md").read())
+    print(Path(out, "table.md").read_text())
     print(f"runs, logs, configs and chart in {out}/")
     return 0
 

@@ -19,7 +19,7 @@ def read_requirements(name):
 setup(
     name="recbole-micro",
     version="0.1.0",
-    description="LATTICE and MICRO multimedia recommenders (and multimodal feature hooks) for RecBole",
+    description="Multimedia recommenders for RecBole: MICRO, LATTICE, VBPR, MMGCN and GRCN, with multimodal feature hooks",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",

@@ -1,3 +1,3 @@
-"""recbole-micro: multimedia recommenders (VBPR, LATTICE, MICRO) as a RecBole plugin."""
+"""recbole-micro: multimedia recommenders (MICRO, LATTICE, VBPR, MMGCN, GRCN) as a RecBole plugin."""
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED, requires_shared
+from helpers import REPO, SHARED, requires_shared
 
 sys.path.insert(0, str(REPO))
 from dataset_prep.amazon_raw import convert, item_text, read_image_features, read_meta  # noqa: E402

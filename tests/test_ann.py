@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_micro.model.layers import knn_graph
-from test_graph_models import batch_of, make
+from helpers import batch_of, make
 from recbole_micro.model.general_recommender.micro import MICRO
 
 faiss = pytest.importorskip("faiss")

@@ -3,7 +3,7 @@ import csv
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def read(path):

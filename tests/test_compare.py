@@ -4,7 +4,7 @@ import json
 import pytest
 
 from recbole_micro.compare import comparison_table, model_colors, parse_model_spec, plot_comparison, read_runs, seed_table
-from test_run_script import run_script
+from helpers import run_script
 
 
 def result_rows(values):

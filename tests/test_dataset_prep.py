@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED, requires_shared
+from helpers import REPO, SHARED, requires_shared
 
 sys.path.insert(0, str(REPO))
 from dataset_prep.common import PrepError  # noqa: E402
@@ -206,7 +206,7 @@ def test_cold_start_split(tmp_path):
 def test_cold_start_split_loads_with_cold_items_ranked_and_in_the_graph(tiny):
     import torch
 
-    from conftest import build
+    from helpers import build
 
     pairs = [line.split("\t") for line in (tiny.dir / "tiny.inter").read_text().splitlines()[1:]]
     write_inter(tiny.dir, "tiny", [(u, i) for u, i, *_ in pairs], tiny.item_tokens)

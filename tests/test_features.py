@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import N_COLD, N_WARM, build
+from helpers import N_COLD, N_WARM, build
 
 from recbole_micro.data.dataset import MultimodalDataset
 from recbole_micro.errors import FeatureFileError

@@ -8,7 +8,7 @@ import torch
 import recbole_micro.model.abstract_recommender as abstract_recommender
 from recbole_micro.model.graph_cache import cached_graph, graph_key
 from recbole_micro.model.layers import knn_graph, symmetric_normalize
-from test_graph_models import make
+from helpers import make
 from recbole_micro.model.general_recommender.micro import MICRO
 
 

@@ -3,24 +3,11 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import build
+from helpers import SMALL, batch_of, make
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.model.layers import propagate
 from recbole_micro.model.losses import info_nce_loss
-
-SMALL = {"knn_k": 4, "embedding_size": 8}
-
-
-def make(model_class, tiny, **overrides):
-    config, dataset, (train, valid, test) = build(model_class.__name__, tiny, **{**SMALL, **overrides})
-    torch.manual_seed(0)
-    return model_class(config, train._dataset), dataset, train
-
-
-def batch_of(train):
-    return next(iter(train))
-
 
 def test_lattice_modality_weights_sum_to_one(tiny):
     model, _, _ = make(LATTICE, tiny)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
+from helpers import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
 from recbole_micro.model.general_recommender.grcn import GRCN
 
 

@@ -17,7 +17,7 @@ from recbole_micro.model.general_recommender.vbpr import VBPR
 from recbole_micro.trainer import CheckpointMixin, Trainer
 from recbole_micro.utils import OUR_MODEL_PACKAGE, create_dataset, get_model, get_trainer, our_model_names, properties_dir
 
-from conftest import YAML_DEFAULT, build
+from helpers import YAML_DEFAULT, build
 
 
 def test_our_models_first_then_recbole():

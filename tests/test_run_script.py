@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
-SCRIPT = REPO / "run_recbole_micro.py"
-
-
-def run_script(*args, cwd):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
+from helpers import REPO, run_script
 
 def assert_summary(output, model):
     lines = output.strip().splitlines()[-3:]

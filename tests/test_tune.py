@@ -7,9 +7,9 @@ import pytest
 import yaml
 from recbole.trainer import HyperTuning
 
-from conftest import REPO
+from helpers import REPO
 from recbole_micro.tune import params_in_file, plot_sensitivity, sensitivity_rows
-from test_run_script import run_script
+from helpers import run_script
 
 HYPER_FILES = sorted((REPO / "hyper").rglob("*.hyper"))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import build
+from helpers import build
 from recbole_micro.errors import FeatureFileError
 from recbole_micro.model.general_recommender.vbpr import VBPR
 from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
