@@ -157,6 +157,21 @@ def test_micro_batch_anchors_take_the_batchs_distinct_positives_against_all_nega
     assert all_items.contrastive_anchors(batch) is None  # the paper's default: every item is an anchor
 
 
+@pytest.mark.parametrize("cl_anchors", ["all", "batch"])
+def test_micro_loss_and_gradients_are_the_same_with_either_contrastive_kernel(tiny, cl_anchors):
+    batch, results = None, []
+    for kernel in ("fused", "chunked"):
+        model, _, train = make(MICRO, tiny, cl_kernel=kernel, cl_anchors=cl_anchors, cl_symmetric=True)
+        batch = batch_of(train) if batch is None else batch
+        losses = model.calculate_loss(batch)
+        sum(losses).backward()
+        results.append(([loss.item() for loss in losses], {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (fused_losses, fused_grads), (chunked_losses, chunked_grads) = results
+    assert fused_losses == pytest.approx(chunked_losses, rel=1e-5)
+    for name, grad in chunked_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+
+
 @pytest.mark.parametrize("item_repr", ["graph_feats", "feats"])
 def test_micro_feature_ablations(tiny, item_repr):
     model, _, _ = make(MICRO, tiny, item_repr=item_repr)

@@ -1,8 +1,29 @@
-"""The contrastive loss of MICRO: InfoNCE over all items (Eqs. 9-10), exact, in anchor chunks, with a hand-written backward."""
+"""The contrastive loss of MICRO: InfoNCE over all items (Eqs. 9-10), exact, with a hand-written backward.
+
+Two kernels compute the same value and gradients:
+
+- ``fused``: torch's fused attention kernels (flash attention on CPU, memory-efficient attention
+  on CUDA) return log-sum-exp over all keys together with the softmax-weighted keys, without
+  ever writing the (anchors x 2N) logits to memory; the anchor's own same-view column is then
+  removed exactly in log space. Memory is O(N d).
+- ``chunked``: the logits in anchor chunks of O(chunk x N) memory, exponentiated in place.
+  It runs where no fused kernel applies (float64, a torch without the op) and for the few
+  anchors whose own column holds most of the mass, where the subtraction would lose precision.
+
+``cl_kernel: auto`` picks the fused kernel when a one-time self-check on the device and dtype
+agrees with the chunked one, and says in the log which kernel runs.
+"""
+from logging import getLogger
+
 import torch
 import torch.nn.functional as F
 
 from recbole_micro.model.layers import NORM_EPS, chunk_rows
+
+CL_KERNELS = ("auto", "fused", "chunked")
+# An anchor whose own same-view term is more than this share of its full sum is computed by the
+# chunked kernel: below it, removing the term by subtraction loses under 1e-6 relative in float32.
+_OWN_SHARE_MAX = 0.9
 
 # exp(x - 1/tau) of a cosine logit x = cos/tau lies in [exp(-2/tau), 1]: no overflow, and no
 # underflow to 0 in float32 while 2/tau stays below this; for smaller tau the row maximum is
@@ -77,17 +98,16 @@ class _LogSumExpOverNegatives(torch.autograd.Function):
         return grad_p, grad_keys, None, None, None, None
 
 
-def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements=None):
+def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements=None, kernel="auto"):
     r"""Mean over anchors i of -log I(p_i, q_i), the InfoNCE term of Eqs. 9-10, exactly.
 
     .. math:: -\log I(p_i, q_i) = \log\big(e^{\theta(p_i, q_i)/\tau} + \sum_{j \ne i}
         e^{\theta(p_i, q_j)/\tau} + \sum_{j \ne i} e^{\theta(p_i, p_j)/\tau}\big) - \theta(p_i, q_i)/\tau
 
     with theta the cosine similarity: the positive pair, the cross-view and the same-view
-    negatives over all items. Items 1..N-1 take part (PAD, row 0, is dropped). The anchors are
-    processed in row chunks of at most ``layers.DEFAULT_CHUNK_ELEMENTS`` floats, with a hand-written
-    backward (see :class:`_LogSumExpOverNegatives`), so no N x N matrix is ever built and the
-    value and gradients are the unchunked ones.
+    negatives over all items. Items 1..N-1 take part (PAD, row 0, is dropped). No N x N matrix
+    is ever built, and the value and gradients are those of the formula (see the module
+    docstring for the two kernels).
 
     Args:
         anchor (torch.Tensor): (N, d) h^m, one row per item.
@@ -95,9 +115,12 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements
         tau (float): temperature.
         rows (torch.LongTensor): anchor item ids, distinct and not PAD (default: all items but
             PAD). The negatives are always all items.
-        chunk_size (int): anchors per chunk (default: from ``layers.DEFAULT_CHUNK_ELEMENTS``).
-        keep_elements (int): keep the exponentiated logits for the backward pass up to this
-            many floats (default DEFAULT_KEEP_ELEMENTS); above it they are recomputed.
+        chunk_size (int): anchors per chunk of the chunked kernel (default: from
+            ``layers.DEFAULT_CHUNK_ELEMENTS``).
+        keep_elements (int): chunked kernel: keep the exponentiated logits for the backward
+            pass up to this many floats (default DEFAULT_KEEP_ELEMENTS); above it they are recomputed.
+        kernel (str): ``auto`` (fused where it passes its self-check, else chunked), ``fused``
+            or ``chunked``.
 
     Returns:
         torch.Tensor: scalar loss.
@@ -107,8 +130,181 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements
     keys = torch.cat([q, p])  # columns: theta(p_i, q_j) for j < n, theta(p_i, p_j) for j >= n
     n = p.shape[0]
     rows = torch.arange(n, device=p.device) if rows is None else rows.to(p.device) - 1
-    step = chunk_rows(len(rows), 2 * n, chunk_size)
-    keep = DEFAULT_KEEP_ELEMENTS if keep_elements is None else keep_elements
-    log_denominators = _LogSumExpOverNegatives.apply(p, keys, rows, tau, step, keep)
+    log_denominators = log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size, keep_elements, kernel)
     positives = (p[rows] * q[rows]).sum() / tau  # theta(p_i, q_i) / tau
     return (log_denominators - positives) / len(rows)
+
+
+def log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size=None, keep_elements=None, kernel="auto"):
+    r"""Sum over anchors r of :math:`\log \sum_{j \ne n + r} \exp(p_r \cdot k_j / \tau)`: the denominators of Eq. 10.
+
+    Args:
+        p (torch.Tensor): (n, d) unit anchors-view rows (PAD dropped).
+        keys (torch.Tensor): (2n, d) ``[q; p]``, so column n + r is anchor r's own same-view term.
+        rows (torch.LongTensor): anchor indices into ``p``.
+
+    Returns:
+        torch.Tensor: scalar, differentiable in ``p`` and ``keys``.
+    """
+    if kernel not in CL_KERNELS:
+        raise ValueError(f"cl_kernel is {kernel!r}; use one of {CL_KERNELS}")
+    attend = None if kernel == "chunked" else fused_attention_for(p, required=kernel == "fused")
+    step = chunk_rows(len(rows), keys.shape[0], chunk_size)
+    keep = DEFAULT_KEEP_ELEMENTS if keep_elements is None else keep_elements
+    if attend is None:
+        return _LogSumExpOverNegatives.apply(p, keys, rows, tau, step, keep)
+    total, own_heavy = _FusedLogSumExpOverNegatives.apply(p, keys, rows, tau, attend)
+    if own_heavy.any():  # the few anchors where subtracting the own term would lose precision
+        total = total + _LogSumExpOverNegatives.apply(p, keys, rows[own_heavy], tau, step, keep)
+    return total
+
+
+# ----- the fused kernel -----
+def _cpu_flash_attention(query, key, value, scale):
+    """softmax(scale query key^T) value and the row log-sum-exp, by torch's CPU flash-attention kernel."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query[None, None], key[None, None], value[None, None], scale=scale
+    )
+    return out[0, 0], lse[0, 0]
+
+
+def _cuda_efficient_attention(query, key, value, scale):
+    """The same by torch's CUDA memory-efficient attention kernel.
+
+    Head sizes are padded with zero columns to a multiple of 8 (the kernel's alignment), which
+    changes no product; its lse comes padded to a multiple of 32 rows and is cut back.
+    """
+    d = value.shape[1]
+    width = -(-d // 8) * 8
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+        _padded(query, width)[None, None], _padded(key, width)[None, None], _padded(value, width)[None, None],
+        None, True, scale=scale,
+    )[:2]
+    return out[0, 0, :, :d], lse[0, 0, : query.shape[0]]
+
+
+# float32 only: float64 has no fused kernel that keeps its precision (the CPU one rounds to
+# about 1e-7), and half precision is too coarse for the log-space subtraction.
+_FUSED_KERNELS = {
+    ("cpu", torch.float32): ("CPU flash attention", _cpu_flash_attention),
+    ("cuda", torch.float32): ("CUDA memory-efficient attention", _cuda_efficient_attention),
+}
+_checked = {}  # (device type, dtype) -> attend function or None, after the self-check
+
+
+def fused_attention_for(tensor, required=False):
+    """The fused attention function for the device and dtype of ``tensor``, or None for the chunked kernel.
+
+    The first call per (device, dtype) runs a self-check: the fused loss on a small random
+    input must equal the chunked one in value and gradients; otherwise (or if the op is
+    missing) the chunked kernel is used. Either outcome is logged once.
+
+    Args:
+        required (bool): raise instead of falling back (``cl_kernel: fused``).
+    """
+    key = (tensor.device.type, tensor.dtype)
+    if key not in _checked:
+        name, attend = _FUSED_KERNELS.get(key, (None, None))
+        reason = "no fused kernel for this device and dtype" if attend is None else _self_check(attend, *key)
+        logger = getLogger()
+        if reason is None:
+            logger.info(f"Contrastive loss: fused kernel ({name}) on {key[0]} {key[1]}")
+            _checked[key] = attend
+        else:
+            logger.info(f"Contrastive loss: chunked kernel on {key[0]} {key[1]} ({reason})")
+            _checked[key] = None
+    if required and _checked[key] is None:
+        raise ValueError(
+            f"cl_kernel is 'fused', but no fused kernel works on {key[0]} {key[1]}; "
+            "use cl_kernel: auto (falls back to the chunked kernel) or chunked."
+        )
+    return _checked[key]
+
+
+def _self_check(attend, device, dtype, n=61, d=8, tau=0.3):
+    """None if the fused loss equals the chunked one on a small random input, else the reason."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(n, d, generator=generator).to(device=device, dtype=dtype).requires_grad_() for _ in range(2)]
+    try:
+        results = []
+        for use_fused in (True, False):
+            p = F.normalize(inputs[0][1:], dim=1)
+            keys = torch.cat([F.normalize(inputs[1][1:], dim=1), p])
+            rows = torch.arange(n - 1, device=device)
+            if use_fused:
+                value, _ = _FusedLogSumExpOverNegatives.apply(p, keys, rows, tau, attend)
+            else:
+                value = _LogSumExpOverNegatives.apply(p, keys, rows, tau, n, 0)
+            results.append([value, *torch.autograd.grad(value, inputs)])
+    except (RuntimeError, NotImplementedError, AttributeError) as err:
+        return f"the fused kernel failed: {str(err).splitlines()[0]}"
+    tolerance = 1e-4
+    for got, want in zip(*results):
+        got, want = got.detach(), want.detach()
+        if not torch.allclose(got, want, rtol=tolerance, atol=tolerance * float(want.abs().max())):
+            return "the fused kernel disagreed with the chunked one in its self-check"
+    return None
+
+
+def _padded(x, width):
+    """``x`` with zero columns appended up to ``width`` (fused kernels need equal head sizes)."""
+    return F.pad(x, (0, width - x.shape[1])) if width > x.shape[1] else x
+
+
+class _FusedLogSumExpOverNegatives(torch.autograd.Function):
+    r"""Sum over anchors r of log(S_r - E_r), S_r = sum_j exp(a_r . k_j / tau) over all 2n keys and
+    E_r = exp(a_r . k_{n+r} / tau) the own same-view term, by two fused attention calls.
+
+    Forward: one call with query a_r, keys and values k_j, scale 1/tau gives lse_r = log S_r and
+    o_r = sum_j P_rj k_j (P = softmax over all keys); then log(S_r - E_r) = lse_r + log(1 - e^{x_r}),
+    x_r = log E_r - lse_r. Anchors with e^{x_r} > _OWN_SHARE_MAX are left out and flagged.
+
+    Backward, with w_r = S_r / (S_r - E_r):
+    d/da_r = (w_r o_r - (w_r - 1) k_{n+r}) / tau and
+    d/dk_j = sum_r w_r P_rj a_r / tau - [j = n + r] (w_r - 1) a_r / tau.
+    The sum over anchors is a second call with the roles swapped: queries [k_j, 1], keys
+    [a_r / tau, log w_r - lse_r] and values a_r at scale 1, whose softmax output times
+    exp(its lse) is sum_r w_r P_rj a_r.
+
+    Returns:
+        tuple: ``(scalar sum over the kept anchors, bool mask of the flagged anchors)``.
+    """
+
+    @staticmethod
+    def forward(ctx, p, keys, rows, tau, attend):
+        n, d = p.shape
+        anchors = p[rows]
+        out, lse = attend(anchors, keys, keys, 1.0 / tau)
+        own = (anchors * keys[n + rows]).sum(dim=1) / tau  # log E_r
+        own_share = torch.exp(own - lse)
+        own_heavy = own_share > _OWN_SHARE_MAX
+        kept = ~own_heavy
+        log_denominators = lse + torch.log1p(-own_share.clamp(max=_OWN_SHARE_MAX))  # log(S_r - E_r)
+        weight = torch.where(kept, 1.0 / (1.0 - own_share.clamp(max=_OWN_SHARE_MAX)), torch.zeros_like(own_share))
+        ctx.save_for_backward(p, keys, rows, out, lse, weight)
+        ctx.tau, ctx.attend = tau, attend
+        ctx.mark_non_differentiable(own_heavy)
+        return (log_denominators * kept).sum(), own_heavy
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        p, keys, rows, out, lse, weight = ctx.saved_tensors
+        tau, attend = ctx.tau, ctx.attend
+        n, d = p.shape
+        anchors = p[rows]
+        scale = grad / tau
+        extra = torch.where(weight > 0, weight - 1.0, weight)  # w_r - 1, and 0 for the anchors left out
+        grad_p = grad_keys = None
+        if ctx.needs_input_grad[0]:
+            grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * keys[n + rows]) * scale
+            grad_p = torch.zeros_like(p).index_add_(0, rows, grad_anchors)
+        if ctx.needs_input_grad[1]:
+            # anchors left out get a bias of -1e4: exp() makes their weight exactly 0, with no -inf
+            log_weight = torch.where(weight > 0, weight.clamp(min=1e-30).log(), torch.full_like(weight, -1e4))
+            query = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)  # (2n, d + 1)
+            key = torch.cat([anchors / tau, (log_weight - lse).unsqueeze(1)], dim=1)  # (R, d + 1)
+            value = _padded(anchors, d + 1)  # equal head sizes; the zero column is dropped below
+            swapped, swapped_lse = attend(query, key, value, 1.0)
+            grad_keys = swapped[:, :d] * swapped_lse.exp().unsqueeze(1) * scale
+            grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
+        return grad_p, grad_keys, None, None, None

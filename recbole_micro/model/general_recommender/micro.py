@@ -10,7 +10,8 @@ Reference code:
 
 Differences from the paper and the official code (each an option; the TKDE paper by default):
     - Graphs are sparse (N x k slots) and built in row chunks; the contrastive loss is exact over
-      all items, computed in anchor chunks with a hand-written backward: no N x N matrix.
+      all items, computed by fused attention kernels (or in anchor chunks) with a hand-written
+      backward: no N x N matrix.
       ``cl_anchors: batch`` takes only the batch's positive items as anchors (negatives stay all items).
     - L_C uses -log (TKDE Eq. 10 drops it, a typo: v1 and the code have it), is one-directional
       and averaged over modalities (TKDE Eq. 9). ``cl_symmetric`` adds the v1 reverse term and
@@ -31,7 +32,7 @@ from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
 from recbole_micro.model.layers import NORM_EPS, propagate, skip_connection
-from recbole_micro.model.losses import info_nce_loss
+from recbole_micro.model.losses import CL_KERNELS, info_nce_loss
 from recbole_micro.model.sparse import FixedSparse, row_normalized
 
 ITEM_REPRS = ("graph_id", "graph_feats", "feats")
@@ -63,6 +64,7 @@ class MICRO(ItemGraphRecommender):
         self.cl_reduce = config["cl_reduce"]
         self.cl_chunk_size = config["cl_chunk_size"]
         self.cl_anchors = config["cl_anchors"]
+        self.cl_kernel = config["cl_kernel"]
         self.use_contrastive = config["use_contrastive"]
         self.use_specific = config["use_specific"]
         self.use_user_pref = config["use_user_pref"]
@@ -73,6 +75,8 @@ class MICRO(ItemGraphRecommender):
             raise ValueError(f"cl_reduce is {self.cl_reduce!r}; use one of {CL_REDUCES}")
         if self.cl_anchors not in CL_ANCHORS:
             raise ValueError(f"cl_anchors is {self.cl_anchors!r}; use one of {CL_ANCHORS}")
+        if self.cl_kernel not in CL_KERNELS:
+            raise ValueError(f"cl_kernel is {self.cl_kernel!r}; use one of {CL_KERNELS}")
 
         # define layers (only those the switches use, so every parameter is trained)
         d = self.embedding_size
@@ -198,9 +202,9 @@ class MICRO(ItemGraphRecommender):
         """
         terms = []
         for m in self.modality_names:
-            term = info_nce_loss(h_m[m], h_c, self.tau, rows=anchors, chunk_size=self.cl_chunk_size)
+            term = info_nce_loss(h_m[m], h_c, self.tau, anchors, self.cl_chunk_size, kernel=self.cl_kernel)
             if self.cl_symmetric:  # arXiv v1 Eq. 10: 1/2 [I(h^m, h_c) + I(h_c, h^m)]
-                reverse = info_nce_loss(h_c, h_m[m], self.tau, rows=anchors, chunk_size=self.cl_chunk_size)
+                reverse = info_nce_loss(h_c, h_m[m], self.tau, anchors, self.cl_chunk_size, kernel=self.cl_kernel)
                 term = 0.5 * (term + reverse)
             terms.append(term)
         total = torch.stack(terms).sum()
