@@ -55,8 +55,17 @@ MODELS = {
     "LATTICE": ("LATTICE", {}),
     "MICRO": ("MICRO", {}),
     "MICRO batch": ("MICRO", {"cl_anchors": "batch"}),
+    # the chunked contrastive-loss kernel, the only one before the fused kernel: before/after in one run
+    "MICRO chunked": ("MICRO", {"cl_kernel": "chunked"}),
+    "MICRO batch chunked": ("MICRO", {"cl_anchors": "batch", "cl_kernel": "chunked"}),
 }
+DEFAULT_MODELS = ["LightGCN", "VBPR", "LATTICE", "MICRO", "MICRO batch"]
+SCALES = ["baby", "sports", "clothing", "scientific", "clothing-synthetic"]
+# Clothing's sizes with random interactions, for machines without ../shared (benchmarks/gpu_check.sh)
+SYNTHETIC_CLOTHING = {"n_users": 39387, "n_items": 23033, "per_user": 7}
 FEATURE_DIMS = {"visual": 4096, "textual": 1024}  # the papers' shapes
+# the small sparse graph: real Amazon Scientific interactions, two generated 128-d modalities
+SMALL_FEATURE_DIMS = {"visual": 128, "textual": 128}
 MODEL_FIELDS = ["scale", "model", "users", "items", "train_rows", "load_s", "init_s", "batches", "timed_batches", "epoch_s",
                 "extrapolated", "eval_s", "peak_rss_gb", "peak_cuda_gb", "device"]
 SWEEP_FIELDS = ["items", "knn_s", "propagate_s", "cl_exact_s", "cl_batch_s", "peak_rss_gb", "dense_nxn_gb"]
@@ -99,6 +108,13 @@ def prepare_scale(scale, work):
     if (out / "GENERATED_FEATURES.txt").is_file():
         return
     quiet = lambda *a, **k: None  # noqa: E731
+    if scale == "scientific":
+        write_scientific(out)
+        generate_features(out, scale, SMALL_FEATURE_DIMS)
+        return
+    if scale == "clothing-synthetic":
+        write_random_dataset(work, scale, dims=FEATURE_DIMS, **SYNTHETIC_CLOTHING)
+        return
     if scale == "baby":
         import_official(SHARED_DATA / "amazon-baby", "baby", work, no_features=True, log=quiet)
     else:
@@ -106,22 +122,8 @@ def prepare_scale(scale, work):
     generate_features(out, scale, FEATURE_DIMS)
 
 
-def write_tiny_dataset(work, name="tiny", n_users=120, n_items=200, seed=0):
-    """A small random split with the layout dataset_prep writes (for ``--quick``)."""
-    from dataset_prep.common import write_benchmark
-
-    rng = np.random.default_rng(seed)
-    users = [f"u{u}" for u in range(n_users)]
-    items = [f"i{i}" for i in range(n_items)]
-    splits = {"train": [], "valid": [], "test": []}
-    for user in users:
-        chosen = rng.choice(n_items, size=12, replace=False)
-        for position, item in enumerate(chosen):
-            split = "train" if position < 10 else ("valid" if position == 10 else "test")
-            splits[split].append((user, items[item]))
-    out = Path(work) / name
-    write_benchmark(out, name, splits, items)
-    generate_features(out, name, {"visual": 64, "textual": 32})
+def write_dataset_yaml(out, name):
+    """``<name>.yaml``: the benchmark split and the two generated modalities of a dataset written here."""
     (out / f"{name}.yaml").write_text(
         "USER_ID_FIELD: user_id\nITEM_ID_FIELD: item_id\nload_col:\n  inter: [user_id, item_id]\n  item: [item_id]\n"
         "benchmark_filename: [train, valid, test]\n"
@@ -130,6 +132,45 @@ def write_tiny_dataset(work, name="tiny", n_users=120, n_items=200, seed=0):
         f"  textual: {{file: {name}.textual.npy, tokens: {name}.textual.tokens}}\n"
         "eval_args: {group_by: user, order: RO, mode: full}\n"
     )
+
+
+def write_scientific(out, name="scientific"):
+    """Amazon Scientific's interactions as a benchmark split: per user, the history of its test
+    row (the last item of which is its validation target) for training, then the two targets."""
+    from dataset_prep.common import collapse_duplicates, write_benchmark
+
+    splits = {"train": [], "valid": [], "test": []}
+    lines = (SHARED_DATA / "amazon-scientific" / "Scientific.test.inter").read_text().splitlines()[1:]
+    for line in lines:
+        user, history, target = line.split("\t")
+        history = history.split()
+        splits["train"] += [(f"u{user}", f"i{item}") for item in history[:-1]]
+        splits["valid"].append((f"u{user}", f"i{history[-1]}"))
+        splits["test"].append((f"u{user}", f"i{target}"))
+    splits, _ = collapse_duplicates(splits)
+    items = sorted({item for pairs in splits.values() for _, item in pairs}, key=lambda t: int(t[1:]))
+    write_benchmark(out, name, splits, items)
+    write_dataset_yaml(out, name)
+
+
+def write_random_dataset(work, name="tiny", n_users=120, n_items=200, per_user=12, dims=None, seed=0):
+    """A random split with the layout dataset_prep writes: per user ``per_user`` distinct items, the
+    last two for validation and test (``--quick``'s tiny set, and Clothing's sizes without the data)."""
+    from dataset_prep.common import write_benchmark
+
+    rng = np.random.default_rng(seed)
+    users = [f"u{u}" for u in range(n_users)]
+    items = [f"i{i}" for i in range(n_items)]
+    splits = {"train": [], "valid": [], "test": []}
+    for user in users:
+        chosen = rng.choice(n_items, size=per_user, replace=False)
+        for position, item in enumerate(chosen):
+            split = "train" if position < per_user - 2 else ("valid" if position == per_user - 2 else "test")
+            splits[split].append((user, items[item]))
+    out = Path(work) / name
+    write_benchmark(out, name, splits, items)
+    generate_features(out, name, dims or {"visual": 64, "textual": 32})
+    write_dataset_yaml(out, name)
     return out
 
 
@@ -301,8 +342,8 @@ def markdown(fields, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", nargs="*", default=["baby", "sports", "clothing"], choices=["baby", "sports", "clothing"])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--scales", nargs="*", default=SCALES[:3], choices=SCALES)
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     parser.add_argument("--batches", type=int, default=0, help="time only this many training batches (0: the epoch)")
     parser.add_argument("--config_files", nargs="*", default=[], help="extra RecBole YAMLs (e.g. profiles/official.yaml)")
     parser.add_argument("--sweep", nargs="*", type=int, default=[], help="synthetic item counts, e.g. 10000 30000 100000")
@@ -315,6 +356,8 @@ def main(argv=None):
                         help="where the imported interaction graphs and generated features go")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes only, to check the script")
+    parser.add_argument("--skip-done", action="store_true",
+                        help="skip the (scale, model) rows already in the output's models.csv (resume a long run)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags from sys.argv: give it none
@@ -330,7 +373,7 @@ def main(argv=None):
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        write_tiny_dataset(work)
+        write_random_dataset(work)
         scales, sweep, batches = ["tiny"], args.sweep or [300, 600], args.batches or 2
         ann = args.ann or ([500] if importlib.util.find_spec("faiss") else [])
         config_files = [str(work / "tiny" / "tiny.yaml")] + args.config_files
@@ -339,15 +382,24 @@ def main(argv=None):
         scales, sweep, batches, config_files = args.scales, args.sweep, args.batches, args.config_files
         ann = args.ann
 
+    done = set()
+    if args.skip_done and (out / "models.csv").is_file():
+        with open(out / "models.csv", newline="") as f:
+            done = {(row["scale"], row["model"]) for row in csv.DictReader(f)}
     model_rows = []
     for scale in scales:
         if not args.quick:
-            if not SHARED_DATA.is_dir():
+            if not SHARED_DATA.is_dir() and scale != "clothing-synthetic":
                 raise SystemExit(f"{SHARED_DATA} is absent: the real interaction graphs are needed for --scales.")
             prepare_scale(scale, work)
+        scale_files = [str(work / scale / f"{scale}.yaml")] if scale in ("scientific", "clothing-synthetic") else []
         for model_key in args.models:
-            row = in_subprocess("model", scale, model_key, str(work), batches, config_files)
+            if (scale, model_key) in done:
+                print(f"{scale} {model_key}: in {out / 'models.csv'} already, skipped", flush=True)
+                continue
+            row = in_subprocess("model", scale, model_key, str(work), batches, scale_files + config_files)
             model_rows.append(row)
+            merge_csv(out / "models.csv", MODEL_FIELDS, [row], key=("scale", "model"))  # kept at once: resumable
             print(json.dumps(row), flush=True)
     sweep_rows = []
     for n_items in sweep:
@@ -364,7 +416,6 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
 
     if model_rows:
-        merge_csv(out / "models.csv", MODEL_FIELDS, model_rows, key=("scale", "model"))
         print(markdown(MODEL_FIELDS, model_rows))
     if sweep_rows:
         merge_csv(out / "sweep.csv", SWEEP_FIELDS, sweep_rows, key=("items",))

@@ -11,6 +11,10 @@ from helpers import TinyDataset
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA GPU (skipped without one; benchmarks/gpu_check.sh runs them)")
+
+
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """The tiny dataset; the temp dir is the cwd so RecBole's log/ and saved/ land there."""

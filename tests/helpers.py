@@ -152,3 +152,9 @@ def assert_full_sort_agrees_with_predict(model, batch):
         full = model.full_sort_predict(batch).view(len(batch), -1)
         single = model.predict(batch)
     torch.testing.assert_close(full[torch.arange(len(batch)), batch[model.ITEM_ID]], single)
+
+
+def device_params():
+    """``cpu`` always, ``cuda`` marked to skip without a GPU: for the device-sensitive tests."""
+    cuda = torch.cuda.is_available()
+    return ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not cuda, reason="no CUDA GPU")])]

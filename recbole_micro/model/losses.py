@@ -129,9 +129,13 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements
     q = F.normalize(target[1:], p=2, dim=1, eps=NORM_EPS)
     keys = torch.cat([q, p])  # columns: theta(p_i, q_j) for j < n, theta(p_i, p_j) for j >= n
     n = p.shape[0]
-    rows = torch.arange(n, device=p.device) if rows is None else rows.to(p.device) - 1
+    if rows is None:  # every item an anchor: no gather (and no scatter in the backward pass)
+        rows = torch.arange(n, device=p.device)
+        positives = (p * q).sum() / tau  # theta(p_i, q_i) / tau
+    else:
+        rows = rows.to(p.device) - 1
+        positives = (p.index_select(0, rows) * q.index_select(0, rows)).sum() / tau
     log_denominators = log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size, keep_elements, kernel)
-    positives = (p[rows] * q[rows]).sum() / tau  # theta(p_i, q_i) / tau
     return (log_denominators - positives) / len(rows)
 
 
@@ -153,6 +157,8 @@ def log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size=None, keep_element
     keep = DEFAULT_KEEP_ELEMENTS if keep_elements is None else keep_elements
     if attend is None:
         return _LogSumExpOverNegatives.apply(p, keys, rows, tau, step, keep)
+    if len(rows) == p.shape[0]:  # distinct anchors covering every row: the fused kernel's no-gather case
+        rows = torch.arange(p.shape[0], device=p.device)
     total, own_heavy = _FusedLogSumExpOverNegatives.apply(p, keys, rows, tau, attend)
     if own_heavy.any():  # the few anchors where subtracting the own term would lose precision
         total = total + _LogSumExpOverNegatives.apply(p, keys, rows[own_heavy], tau, step, keep)
@@ -246,6 +252,11 @@ def _self_check(attend, device, dtype, n=61, d=8, tau=0.3):
     return None
 
 
+def _rows_of(x, rows):
+    """``x[rows]``, without a copy when ``rows`` are all of x's rows in order (every item an anchor)."""
+    return x if len(rows) == x.shape[0] else x.index_select(0, rows)
+
+
 def _padded(x, width):
     """``x`` with zero columns appended up to ``width`` (fused kernels need equal head sizes)."""
     return F.pad(x, (0, width - x.shape[1])) if width > x.shape[1] else x
@@ -273,9 +284,9 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, keys, rows, tau, attend):
         n, d = p.shape
-        anchors = p[rows]
+        anchors = _rows_of(p, rows)
         out, lse = attend(anchors, keys, keys, 1.0 / tau)
-        own = (anchors * keys[n + rows]).sum(dim=1) / tau  # log E_r
+        own = (anchors * (keys[n:] if len(rows) == n else keys[n + rows])).sum(dim=1) / tau  # log E_r
         own_share = torch.exp(own - lse)
         own_heavy = own_share > _OWN_SHARE_MAX
         kept = ~own_heavy
@@ -291,13 +302,14 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
         p, keys, rows, out, lse, weight = ctx.saved_tensors
         tau, attend = ctx.tau, ctx.attend
         n, d = p.shape
-        anchors = p[rows]
+        anchors = _rows_of(p, rows)
         scale = grad / tau
         extra = torch.where(weight > 0, weight - 1.0, weight)  # w_r - 1, and 0 for the anchors left out
         grad_p = grad_keys = None
         if ctx.needs_input_grad[0]:
-            grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * keys[n + rows]) * scale
-            grad_p = torch.zeros_like(p).index_add_(0, rows, grad_anchors)
+            own_keys = keys[n:] if len(rows) == n else keys[n + rows]
+            grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * own_keys) * scale
+            grad_p = grad_anchors if len(rows) == n else torch.zeros_like(p).index_add_(0, rows, grad_anchors)
         if ctx.needs_input_grad[1]:
             # anchors left out get a bias of -1e4: exp() makes their weight exactly 0, with no -inf
             log_weight = torch.where(weight > 0, weight.clamp(min=1e-30).log(), torch.full_like(weight, -1e4))
@@ -306,5 +318,8 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
             value = _padded(anchors, d + 1)  # equal head sizes; the zero column is dropped below
             swapped, swapped_lse = attend(query, key, value, 1.0)
             grad_keys = swapped[:, :d] * swapped_lse.exp().unsqueeze(1) * scale
-            grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
+            if len(rows) == n:  # own columns n..2n-1 in order
+                grad_keys[n:].sub_(extra.unsqueeze(1) * anchors * scale)
+            else:
+                grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
         return grad_p, grad_keys, None, None, None
