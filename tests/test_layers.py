@@ -137,3 +137,20 @@ def test_graph_build_for_30000_items_stays_far_below_dense_memory():
     n, k, grown = (int(x) for x in out.stdout.split())
     assert (n, k) == (30000, 10)
     assert grown < 0.6e9, f"graph build grew RSS by {grown / 1e9:.2f} GB"
+
+
+def test_a_duplicated_interaction_gives_the_same_graph_as_a_single_one():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from recbole_micro.model.backbones import interaction_adjacency
+    from recbole_micro.model.sparse import bipartite_adjacency
+
+    users, items = np.array([0, 1, 1, 2]), np.array([1, 0, 2, 2])
+    single = sp.coo_matrix((np.ones(4), (users, items)), shape=(3, 3))
+    twice = sp.coo_matrix((np.ones(6), (np.r_[users, 1, 2], np.r_[items, 2, 2])), shape=(3, 3))  # (1, 2), (2, 2) again
+    assert bipartite_adjacency(twice, 3, 3).toarray().tolist() == bipartite_adjacency(single, 3, 3).toarray().tolist()
+    assert set(bipartite_adjacency(twice, 3, 3).data.tolist()) == {1.0}
+    for norm in ("sym", "rw_self_loop"):
+        torch.testing.assert_close(interaction_adjacency(twice, 3, 3, norm).to_dense(),
+                                   interaction_adjacency(single, 3, 3, norm).to_dense())

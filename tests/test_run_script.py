@@ -1,5 +1,6 @@
 """run_recbole_micro.py as users call it (a subprocess), and the packaging of the YAMLs."""
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -44,6 +45,29 @@ def test_key_value_flags_reach_recbole(tiny):
                         "--state=INFO", cwd=tiny.root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(item_embedding): Embedding(33, 8)" in result.stdout + result.stderr
+
+
+def test_no_recbole_flag_is_taken_for_an_abbreviation_of_ours():
+    sys.path.insert(0, str(REPO))
+    from run_recbole_micro import parse_args
+
+    parser_flags = ["--model", "--dataset", "--config_files", "--compare", "--seeds", "--proposed", "--out", "--tune",
+                    "--algo", "--max_evals", "--early_stop"]
+    # a flag that is a strict prefix of each of ours, as RecBole settings could be named (--seed of --seeds)
+    prefixes = [f"{flag[:-1]}=1" for flag in parser_flags]
+    args, rest = parse_args(["--seed=7", "--epochs=3", *prefixes])
+    assert rest == ["--seed=7", "--epochs=3", *prefixes]
+    assert args.seeds == [2020, 2021, 2022] and args.model == "MICRO" and args.compare is None and args.tune is None
+
+
+def test_seed_and_epochs_flags_reach_the_config(tiny):
+    config_file = tiny.write_config()
+    result = run_script("-m", "VBPR", "-d", "tiny", f"--config_files={config_file}", "--seed=7", "--epochs=3",
+                        "--state=INFO", cwd=tiny.root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"^seed = 7$", output, re.M) and re.search(r"^epochs = 3$", output, re.M)
+    assert "epoch 2 training" in output and "epoch 3 training" not in output
 
 
 def test_unknown_model_exits_non_zero_and_lists_ours(tiny):

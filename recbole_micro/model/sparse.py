@@ -50,9 +50,13 @@ class _FixedSparseMatmul(torch.autograd.Function):
 
 
 def bipartite_adjacency(inter_matrix, n_users, n_items):
-    """Binary bipartite adjacency [[0, R], [R^T, 0]] over users then items, scipy CSR."""
-    r = sp.coo_matrix(inter_matrix, dtype=np.float32)
-    r.data[:] = 1.0
+    """Binary bipartite adjacency [[0, R], [R^T, 0]] over users then items, scipy CSR.
+
+    A (user, item) pair that occurs several times in the interactions is one edge of weight 1,
+    as in RecBole's own LightGCN.
+    """
+    r = sp.csr_matrix(inter_matrix, dtype=np.float32)  # duplicate pairs are summed here ...
+    r.data[:] = 1.0  # ... and then count once
     n = n_users + n_items
     a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
     a.resize((n, n))
