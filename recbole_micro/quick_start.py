@@ -11,6 +11,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_micro.config import Config
 from recbole_micro.data.prepared import ensure_dataset_prepared
+from recbole_micro.results import metric_columns
 from recbole_micro.trainer import load_checkpoint, restore_model
 from recbole_micro.utils import create_dataset, get_model, get_trainer
 
@@ -101,14 +102,21 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     _, (train_data, valid_data, test_data), _, trainer = _build(config)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
-    report_to_ray_tune(test_result)
-    return {
+    result = {
         "model": config["model"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+    report_to_ray_tune(ray_tune_report(result))
+    return result
+
+
+def ray_tune_report(result):
+    """What a trial reports to Ray Tune: ``valid_score`` (what Ray selects on), then every
+    ``valid_<metric>`` and ``test_<metric>`` for reading only. Model selection never sees test."""
+    return {"valid_score": result["best_valid_score"], **metric_columns(result)}
 
 
 def report_to_ray_tune(metrics):

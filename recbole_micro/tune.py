@@ -175,10 +175,12 @@ def _ray_trial(config, config_file_list=None):
 
 
 def run_ray_tuning(params_file, model, dataset, out_dir, num_samples=4, cpus_per_trial=1, gpus_per_trial=0,
-                   metric="recall@20", config_file_list=None):
+                   config_file_list=None):
     """RecBole's Ray Tune path with our objective, for clusters: one trial per sampled point.
 
-    Every trial reports its test metrics; the best trial by ``metric`` is returned. Each trial
+    Every trial reports its best validation score as ``valid_score`` (the config's
+    ``valid_metric``, higher is better as in our YAMLs), on which Ray selects the best trial and
+    ``best.yaml``; its ``valid_*`` and ``test_*`` metrics ride along for reading only. Each trial
     runs in a Ray worker whose working directory is the trial's folder, so give absolute paths.
 
     Returns:
@@ -192,7 +194,7 @@ def run_ray_tuning(params_file, model, dataset, out_dir, num_samples=4, cpus_per
     files = [str(fixed)] + [str(Path(f).resolve()) for f in (config_file_list or [])]
     analysis = tune.run(
         tune.with_parameters(_ray_trial, config_file_list=files),
-        config=ray_search_space(params_file), num_samples=num_samples, metric=metric, mode="max",
+        config=ray_search_space(params_file), num_samples=num_samples, metric="valid_score", mode="max",
         resources_per_trial={"cpu": cpus_per_trial, "gpu": gpus_per_trial}, local_dir=str(out_dir / "ray"),
         verbose=0,
     )

@@ -97,7 +97,17 @@ def test_ray_tune_path_runs_trials_through_our_objective(tiny):
     assert len(analysis.trials) == 2
     for trial in analysis.trials:
         assert trial.status == "TERMINATED", trial.error_file
-        assert 0.0 <= trial.last_result["recall@20"] <= 1.0
+        assert trial.last_result["valid_score"] == trial.last_result["valid_recall@20"]  # valid_metric: Recall@20
+        assert 0.0 <= trial.last_result["test_recall@20"] <= 1.0
         assert trial.config["embedding_size"] in (4, 16)
+    by_valid = max(analysis.trials, key=lambda t: t.last_result["valid_score"])
+    assert analysis.best_trial is by_valid  # chosen on validation, whatever the test scores say
     best = yaml.safe_load((tiny.root / "ray_out" / "best.yaml").read_text())
-    assert best == analysis.best_config
+    assert best == analysis.best_config == by_valid.config
+
+
+def test_ray_tune_report_selects_on_validation_and_only_carries_test():
+    from recbole_micro.quick_start import ray_tune_report
+
+    result = {"best_valid_score": 0.2, "best_valid_result": {"recall@20": 0.2}, "test_result": {"recall@20": 0.9}}
+    assert ray_tune_report(result) == {"valid_score": 0.2, "valid_recall@20": 0.2, "test_recall@20": 0.9}
