@@ -76,10 +76,11 @@ def main(argv=None):
 
 def compare(args, config_files):
     from recbole_micro.compare import parse_model_spec, run_comparison
-    from recbole_micro.utils import get_model
+    from recbole_micro.config import Config
 
-    for spec in args.compare:  # an unknown name fails now, not after hours of other runs
-        get_model(parse_model_spec(spec)[0])
+    for spec in args.compare:  # an unknown name or a bad setting fails now, not after hours of other runs
+        name, overrides = parse_model_spec(spec)
+        Config(model=name, dataset=args.dataset, config_file_list=config_files, config_dict=overrides)
     out = args.out or f"compare/{args.dataset}"
     run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files, proposed=args.proposed)
     print(Path(out, "table.md").read_text())
@@ -88,10 +89,10 @@ def compare(args, config_files):
 
 
 def tune(args, config_files):
+    from recbole_micro.config import Config
     from recbole_micro.tune import run_tuning
-    from recbole_micro.utils import get_model
 
-    get_model(args.model)
+    Config(model=args.model, dataset=args.dataset, config_file_list=config_files)  # the fixed settings, checked now
     out = args.out or f"tune/{args.model}-{args.dataset}"
     tuner = run_tuning(args.tune, args.model, args.dataset, out, algo=args.algo, max_evals=args.max_evals,
                        early_stop=args.early_stop, config_file_list=config_files)

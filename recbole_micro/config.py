@@ -9,6 +9,7 @@ import os
 from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
+from recbole_micro.settings import check_settings, read_settings
 from recbole_micro.utils import get_model, properties_dir
 
 
@@ -21,6 +22,20 @@ class Config(RecBoleConfig):
         config_file_list (list of str): the user's YAML files.
         config_dict (dict): parameters that override the files.
     """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        super().__init__(model, dataset, config_file_list, config_dict)
+        self.check_settings()
+
+    def default_files(self):
+        """Our YAMLs that hold this run's defaults, lowest first (those that exist)."""
+        root = properties_dir()
+        files = (root / "overall.yaml", root / "model" / f"{self.model}.yaml", root / "dataset" / f"{self.dataset}.yaml")
+        return [f for f in files if f.is_file()]
+
+    def check_settings(self):
+        """Refuse, with one line naming the key, a value its YAML does not allow (see :mod:`recbole_micro.settings`)."""
+        check_settings(self.final_config_dict, read_settings(self.default_files()), root=properties_dir())
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -40,7 +55,7 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = properties_dir()
         dataset_file = root / "dataset" / f"{dataset}.yaml"
-        for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", dataset_file):
+        for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", dataset_file):  # as default_files()
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
                 if file == dataset_file:

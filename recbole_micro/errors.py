@@ -23,3 +23,7 @@ class FeatureFileError(RecBoleMicroError, ValueError):
 
 class TextEncoderError(RecBoleMicroError, OSError):
     """The sentence encoder is not available offline."""
+
+
+class SettingsError(RecBoleMicroError, ValueError):
+    """A setting's value is not what its YAML allows (its type, range or choices)."""

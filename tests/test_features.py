@@ -7,7 +7,7 @@ import pytest
 from helpers import N_COLD, N_WARM, build
 
 from recbole_micro.data.dataset import MultimodalDataset
-from recbole_micro.errors import FeatureFileError
+from recbole_micro.errors import FeatureFileError, SettingsError
 
 
 def test_rows_are_aligned_by_token_not_file_order(tiny):
@@ -186,7 +186,8 @@ def test_float_seq_column_not_loaded(tiny):
 def test_bad_spec_and_policy(tiny):
     expect_error(tiny, "unknown keys", modalities={"visual": {"file": "tiny.visual.npy", "path": "x"}})
     expect_error(tiny, "exactly one of", modalities={"visual": {"tokens": "tiny.visual.tokens"}})
-    expect_error(tiny, "missing_feature_policy", missing_feature_policy="drop")
+    with pytest.raises(SettingsError, match="missing_feature_policy is 'drop'; allowed: one of 'error', 'mean', 'zero'"):
+        build("VBPR", tiny, missing_feature_policy="drop")  # refused with the settings, before the features load
     expect_error(tiny, "names none", modalities=None)
 
 
