@@ -22,13 +22,15 @@ DEFAULT_DATASET = "ml-100k"
 SUMMARY_K = 20
 
 
-def parse_args(argv):
+def build_parser():
     # allow_abbrev=False: a RecBole flag that is a prefix of ours (--seed of --seeds) must reach RecBole
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
     parser.add_argument("--dataset", "-d", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files with settings")
+    parser.add_argument("--resume", metavar="CHECKPOINT", default=None,
+                        help="continue an interrupted run (same settings) from its checkpoint or .resume.pth file")
     compare = parser.add_argument_group("compare mode (see README, 'Compare and tune')")
     compare.add_argument("--compare", nargs="+", metavar="MODEL",
                          help="run these models side by side; MODEL:key=value,... adds settings for that row")
@@ -41,7 +43,12 @@ def parse_args(argv):
     tune.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
     tune.add_argument("--max_evals", type=int, default=50, help="points to try with random / bayes")
     tune.add_argument("--early_stop", type=int, default=None, help="stop after this many points without progress")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def parse_args(argv):
+    """(our flags, the rest): every flag that is not ours, spelled out in full, goes to RecBole."""
+    return build_parser().parse_known_args(argv)
 
 
 def summary(model, dataset, result, k=SUMMARY_K):
@@ -66,7 +73,8 @@ def main(argv=None):
             return compare(args, config_files)
         if args.tune:
             return tune(args, config_files)
-        result = run_recbole_micro(model=args.model, dataset=args.dataset, config_file_list=config_files)
+        result = run_recbole_micro(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                                   resume=args.resume)
     except RecBoleMicroError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

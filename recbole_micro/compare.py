@@ -5,6 +5,8 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 
 - ``runs.jsonl``: one line per finished run (what makes the comparison resumable: a re-run
   skips the (model, seed) pairs already there);
+- ``running.json``: the checkpoint of each run in progress, so that a run interrupted mid-way
+  continues from its last evaluated epoch on the re-run (see :mod:`recbole_micro.trainer`);
 - ``runs.csv``: the same rows, every valid and test metric at every cut-off, with the run's
   time, its saved model, its log and its full config (``configs/<model>-seed<seed>.json``);
 - ``logs/<model>-seed<seed>.log``: RecBole's log of the run;
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_micro.errors import ModelSpecError
+from recbole_micro.files import write_atomically
 from recbole_micro.results import metric_columns, pyplot, write_rows_csv
 
 TABLE_METRICS = ("recall@20", "precision@20", "ndcg@20")  # the papers' Table 4 columns
@@ -100,13 +103,39 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
                 continue
             start = time.time()
             model_name, overrides = parse_model_spec(model)
+            resume = _interrupted_run(out_dir, model, seed)
+            if resume:
+                log(f"{model} seed {seed}: resuming {resume}")
             result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
-                                       config_dict={**(config_dict or {}), **overrides, "seed": seed})
+                                       config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
+                                       started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
             row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
+            _mark_running(out_dir, model, seed, None)
             log(f"{model} seed {seed}: test " + ", ".join(f"{m} {row.get('test_' + m, float('nan')):.4f}" for m in TABLE_METRICS))
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
     write_outputs(rows, models, out_dir, proposed)
     return rows
+
+
+def _mark_running(out_dir, model, seed, checkpoint):
+    """Note (or, with None, forget) the checkpoint of the run of ``model`` with ``seed`` in ``running.json``."""
+    path = Path(out_dir) / "running.json"
+    running = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"{model} seed {seed}"
+    if checkpoint is None:
+        running.pop(key, None)
+    else:
+        running[key] = str(Path(checkpoint).resolve())
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(running, indent=1, sort_keys=True)))
+
+
+def _interrupted_run(out_dir, model, seed):
+    """The checkpoint of an interrupted run of ``model`` with ``seed`` that left a resume state, or None."""
+    from recbole_micro.trainer import resume_file_of  # torch and RecBole: only once runs start
+
+    path = Path(out_dir) / "running.json"
+    checkpoint = json.loads(path.read_text()).get(f"{model} seed {seed}") if path.is_file() else None
+    return checkpoint if checkpoint and resume_file_of(checkpoint).is_file() else None
 
 
 def _run_name(model, seed):

@@ -27,3 +27,7 @@ class TextEncoderError(RecBoleMicroError, OSError):
 
 class SettingsError(RecBoleMicroError, ValueError):
     """A setting's value is not what its YAML allows (its type, range or choices)."""
+
+
+class ResumeError(RecBoleMicroError, FileNotFoundError):
+    """A run cannot be resumed from the file given (missing, unreadable, or another model's)."""

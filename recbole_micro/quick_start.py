@@ -50,7 +50,8 @@ def _build(config):
     return dataset, splits, model, trainer
 
 
-def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, resume=None,
+                      started=None):
     """Train ``model`` on ``dataset`` with early stopping, then evaluate the best model on test.
 
     Args:
@@ -59,6 +60,9 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
         config_file_list (list of str): YAML files with user settings.
         config_dict (dict): settings that override the files.
         saved (bool): save the best model and reload it for the test evaluation.
+        resume (str): the checkpoint (or ``.resume.pth`` file) of an interrupted run with the same
+            settings: continue it after its last evaluated epoch (see :mod:`recbole_micro.trainer`).
+        started (callable): called with the run's checkpoint path once it is known, before training.
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
@@ -75,6 +79,10 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
     dataset, (train_data, valid_data, test_data), model, trainer = _build(config)
     logger.info(dataset)
     logger.info(model)
+    if resume:
+        trainer.resume_from(resume)
+    if started:
+        started(trainer.saved_model_file)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]

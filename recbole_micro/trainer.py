@@ -8,13 +8,28 @@ checkpoints are files this process wrote, so they are loaded explicitly with
 RecBole names a checkpoint ``<model>-<local time to the second>.pth``: two runs of one model
 started in the same second (parallel comparisons, Ray Tune trials) write the same file and
 reload each other's best model for the test evaluation. Our trainers add a random suffix.
+
+Resume: after every evaluated epoch the trainer writes ``<checkpoint stem>.resume.pth`` beside
+the best-model checkpoint (atomically: a kill during the write leaves the previous state), with
+everything the next epoch depends on: the current weights, optimiser and lr schedule, the
+early-stopping counters and best result so far, and the torch, numpy, Python and dataloader
+random states. :meth:`CheckpointMixin.resume_from` restores it, so that a run killed after
+epoch k and resumed ends with the metrics of the uninterrupted run.
 """
+import inspect
+import random
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
+
+from recbole_micro.errors import ResumeError
+from recbole_micro.files import write_atomically
+
+RESUME_SUFFIX = ".resume.pth"
 
 
 def load_checkpoint(path, device="cpu"):
@@ -26,6 +41,39 @@ def restore_model(model, checkpoint):
     """Load a checkpoint's weights and cached tensors into ``model``."""
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def resume_file_of(checkpoint_file):
+    """Where the resume state of the run whose best model is ``checkpoint_file`` is kept."""
+    path = Path(checkpoint_file)
+    if path.name.endswith(RESUME_SUFFIX):
+        return path
+    return path.with_name(path.stem + RESUME_SUFFIX)
+
+
+def checkpoint_file_of(resume_file):
+    """The best-model checkpoint that ``resume_file`` belongs to."""
+    path = Path(resume_file)
+    return path.with_name(path.name[: -len(RESUME_SUFFIX)] + ".pth") if path.name.endswith(RESUME_SUFFIX) else path
+
+
+def random_states(train_data):
+    """The random states the next epoch draws from (shuffling, negative sampling, dropout)."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
+        "python": random.getstate(),
+        "dataloader": train_data.generator.get_state(),
+    }
+
+
+def set_random_states(states, train_data):
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(states["python"])
+    train_data.generator.set_state(states["dataloader"])
 
 
 def unique_checkpoint_file(path):
@@ -41,6 +89,75 @@ class CheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.saved_model_file = unique_checkpoint_file(self.saved_model_file)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``, keeping a resume state after every evaluated epoch (when ``saved``)."""
+
+        def after_epoch(epoch_idx, valid_score):
+            if saved:
+                self.save_resume_state(epoch_idx, train_data)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        if "callback_fn" not in inspect.signature(super().fit).parameters:  # a trainer without epochs to resume
+            return super().fit(train_data, valid_data, verbose, saved, show_progress)
+        state = getattr(self, "_resume_state", None)
+        if state is not None:
+            self._resume_state = None
+            if state["finished"]:  # nothing left to train; the best model is in its checkpoint already
+                return self.best_valid_score, self.best_valid_result
+            set_random_states(state["random"], train_data)  # last, after every draw of the set-up
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=after_epoch)
+
+    def save_resume_state(self, epoch_idx, train_data):
+        """Write everything the epoch after ``epoch_idx`` depends on to the resume file, atomically."""
+        state = {
+            "epoch": epoch_idx,
+            "finished": self.cur_step > self.stopping_step or epoch_idx + 1 >= self.epochs,
+            "cur_step": self.cur_step,
+            # plain floats: RecBole's metrics may be numpy scalars, which weights_only loading refuses
+            "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
+            "train_loss_dict": {k: float(v) for k, v in self.train_loss_dict.items()},
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if getattr(self, "scheduler", None) is not None else None,
+            "random": random_states(train_data),
+            "model": self.config["model"],
+        }
+        write_atomically(resume_file_of(self.saved_model_file), lambda tmp: torch.save(state, tmp))
+
+    def resume_from(self, path):
+        """Continue the run whose checkpoint (or resume file) is ``path`` after its last saved epoch.
+
+        Call before :meth:`fit`; the random states are restored at the start of ``fit``.
+        """
+        resume_file = resume_file_of(path)
+        if not resume_file.is_file():
+            raise ResumeError(
+                f"No resume state at {resume_file}: it is written after every evaluated epoch of a run "
+                f"with saved=True; give the checkpoint (.pth) or the .resume.pth file of such a run."
+            )
+        try:
+            state = torch.load(resume_file, map_location=self.device, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ResumeError(f"{resume_file} is not a readable resume state ({err}).") from None
+        if state["model"] != self.config["model"]:
+            raise ResumeError(f"{resume_file} is a {state['model']} run; this run is {self.config['model']}.")
+        self.saved_model_file = str(checkpoint_file_of(resume_file))
+        restore_model(self.model, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        self.train_loss_dict = state["train_loss_dict"]
+        self._resume_state = state
+        self.logger.info(f"Resuming {resume_file} after epoch {state['epoch']}")
+        return state
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)

@@ -1,0 +1,91 @@
+"""Resume: a run killed after an epoch and resumed ends exactly as the uninterrupted run."""
+import pytest
+import torch
+
+from recbole_micro.errors import ResumeError
+from recbole_micro.quick_start import run_recbole_micro
+from recbole_micro.trainer import CheckpointMixin, load_checkpoint, resume_file_of
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+def kill_after(monkeypatch, last_epoch):
+    """Make the run die right after it saved the resume state of ``last_epoch``."""
+    save = CheckpointMixin.save_resume_state
+
+    def save_then_die(self, epoch_idx, train_data):
+        save(self, epoch_idx, train_data)
+        if epoch_idx == last_epoch:
+            raise Killed(epoch_idx)
+
+    monkeypatch.setattr(CheckpointMixin, "save_resume_state", save_then_die)
+
+
+def outcome(result):
+    weights = load_checkpoint(result["saved_model_file"])["state_dict"]
+    return (result["best_valid_score"], dict(result["best_valid_result"]), dict(result["test_result"])), weights
+
+
+@pytest.mark.parametrize("model, settings", [("MICRO", {}), ("LATTICE", {"lr_decay": 0.9, "lr_decay_epochs": 1}),
+                                             ("LightGCN", {})])
+def test_killed_after_epoch_2_and_resumed_equals_4_epochs_straight(tiny, monkeypatch, model, settings):
+    config = tiny.config_dict(epochs=4, stopping_step=10, **settings)
+    straight, straight_weights = outcome(run_recbole_micro(model=model, dataset="tiny", config_dict=config))
+    checkpoints = []
+    with monkeypatch.context() as patch:
+        kill_after(patch, last_epoch=1)  # epochs 0 and 1 done
+        with pytest.raises(Killed):
+            run_recbole_micro(model=model, dataset="tiny", config_dict=config, started=checkpoints.append)
+    assert resume_file_of(checkpoints[0]).is_file()
+    resumed, resumed_weights = outcome(run_recbole_micro(model=model, dataset="tiny", config_dict=config,
+                                                         resume=checkpoints[0]))
+    assert resumed == straight
+    for name, tensor in straight_weights.items():
+        assert torch.equal(tensor, resumed_weights[name]), name
+
+
+def test_a_kill_while_the_state_is_written_leaves_the_previous_one(tiny, monkeypatch):
+    config = tiny.config_dict(epochs=4, stopping_step=10)
+    checkpoints, real_save = [], torch.save
+
+    def save_or_die_at_epoch_2(obj, path, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == 2:
+            open(path, "wb").write(b"half a file")
+            raise Killed("during the write")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_or_die_at_epoch_2)
+    with pytest.raises(Killed):
+        run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, started=checkpoints.append)
+    state = torch.load(resume_file_of(checkpoints[0]), weights_only=True)  # loads without running code
+    assert state["epoch"] == 1
+    assert sorted(p.name for p in resume_file_of(checkpoints[0]).parent.iterdir() if "tmp" in p.name) == []
+
+
+def test_resuming_without_a_state_or_from_another_model_is_a_clear_error(tiny):
+    config = tiny.config_dict(epochs=1)
+    with pytest.raises(ResumeError, match="No resume state at .*nothing.resume.pth"):
+        run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, resume=str(tiny.root / "nothing.pth"))
+    result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config)
+    with pytest.raises(ResumeError, match="is a VBPR run; this run is MICRO"):
+        run_recbole_micro(model="MICRO", dataset="tiny", config_dict=config, resume=result["saved_model_file"])
+
+
+def test_compare_mode_resumes_an_interrupted_run_from_its_last_epoch(tiny, monkeypatch):
+    from recbole_micro.compare import read_runs, run_comparison
+
+    config = tiny.config_dict(epochs=4, stopping_step=10)
+    straight = run_comparison(["VBPR"], "tiny", [5], tiny.root / "straight", config_dict=config, log=lambda *_: None)
+    with monkeypatch.context() as patch:
+        kill_after(patch, last_epoch=1)
+        with pytest.raises(Killed):
+            run_comparison(["VBPR"], "tiny", [5], tiny.root / "cut", config_dict=config, log=lambda *_: None)
+    assert read_runs(tiny.root / "cut") == [] and (tiny.root / "cut" / "running.json").is_file()
+    lines = []
+    resumed = run_comparison(["VBPR"], "tiny", [5], tiny.root / "cut", config_dict=config, log=lines.append)
+    assert any(line.startswith("VBPR seed 5: resuming ") for line in lines)
+    metrics = lambda rows: {k: v for k, v in rows[0].items() if k.startswith(("valid_", "test_"))}  # noqa: E731
+    assert metrics(resumed) == metrics(straight)
+    assert "VBPR seed 5" not in (tiny.root / "cut" / "running.json").read_text()  # finished: forgotten
