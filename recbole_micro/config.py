@@ -13,6 +13,12 @@ from recbole_micro.settings import check_settings, read_settings
 from recbole_micro.utils import get_model, properties_dir
 
 
+def default_files(model, dataset):
+    """Our YAMLs that may hold a run's defaults, lowest first: overall, the model's, the dataset's."""
+    root = properties_dir()
+    return [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+
+
 class Config(RecBoleConfig):
     """RecBole's ``Config`` with our model lookup and our YAML defaults.
 
@@ -27,15 +33,9 @@ class Config(RecBoleConfig):
         super().__init__(model, dataset, config_file_list, config_dict)
         self.check_settings()
 
-    def default_files(self):
-        """Our YAMLs that hold this run's defaults, lowest first (those that exist)."""
-        root = properties_dir()
-        files = (root / "overall.yaml", root / "model" / f"{self.model}.yaml", root / "dataset" / f"{self.dataset}.yaml")
-        return [f for f in files if f.is_file()]
-
     def check_settings(self):
         """Refuse, with one line naming the key, a value its YAML does not allow (see :mod:`recbole_micro.settings`)."""
-        check_settings(self.final_config_dict, read_settings(self.default_files()), root=properties_dir())
+        check_settings(self.final_config_dict, read_settings(default_files(self.model, self.dataset)), root=properties_dir())
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -53,9 +53,9 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        root = properties_dir()
-        dataset_file = root / "dataset" / f"{dataset}.yaml"
-        for file in (root / "overall.yaml", root / "model" / f"{model}.yaml", dataset_file):  # as default_files()
+        files = default_files(model, dataset)
+        dataset_file = files[-1]
+        for file in files:
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
                 if file == dataset_file:

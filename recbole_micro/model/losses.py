@@ -286,12 +286,13 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
         n, d = p.shape
         anchors = _rows_of(p, rows)
         out, lse = attend(anchors, keys, keys, 1.0 / tau)
-        own = (anchors * (keys[n:] if len(rows) == n else keys[n + rows])).sum(dim=1) / tau  # log E_r
+        own = (anchors * _rows_of(keys[n:], rows)).sum(dim=1) / tau  # log E_r
         own_share = torch.exp(own - lse)
         own_heavy = own_share > _OWN_SHARE_MAX
         kept = ~own_heavy
-        log_denominators = lse + torch.log1p(-own_share.clamp(max=_OWN_SHARE_MAX))  # log(S_r - E_r)
-        weight = torch.where(kept, 1.0 / (1.0 - own_share.clamp(max=_OWN_SHARE_MAX)), torch.zeros_like(own_share))
+        share = own_share.clamp(max=_OWN_SHARE_MAX)  # E_r / S_r, finite below for the flagged anchors too
+        log_denominators = lse + torch.log1p(-share)  # log(S_r - E_r)
+        weight = torch.where(kept, 1.0 / (1.0 - share), torch.zeros_like(share))
         ctx.save_for_backward(p, keys, rows, out, lse, weight)
         ctx.tau, ctx.attend = tau, attend
         ctx.mark_non_differentiable(own_heavy)
@@ -307,8 +308,7 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
         extra = torch.where(weight > 0, weight - 1.0, weight)  # w_r - 1, and 0 for the anchors left out
         grad_p = grad_keys = None
         if ctx.needs_input_grad[0]:
-            own_keys = keys[n:] if len(rows) == n else keys[n + rows]
-            grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * own_keys) * scale
+            grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * _rows_of(keys[n:], rows)) * scale
             grad_p = grad_anchors if len(rows) == n else torch.zeros_like(p).index_add_(0, rows, grad_anchors)
         if ctx.needs_input_grad[1]:
             # anchors left out get a bias of -1e4: exp() makes their weight exactly 0, with no -inf
