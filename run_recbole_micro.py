@@ -31,6 +31,14 @@ def build_parser():
     parser.add_argument("--config_files", default=None, help="space-separated YAML files with settings")
     parser.add_argument("--resume", metavar="CHECKPOINT", default=None,
                         help="continue an interrupted run (same settings) from its checkpoint or .resume.pth file")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="also read pickled (RecBole-format) checkpoints, which can run code: trusted files only")
+    ddp = parser.add_argument_group("several processes (RecBole's DDP; see README, 'Several GPUs or machines')")
+    ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU, or CPU processes)")
+    ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
+    ddp.add_argument("--ip", default="localhost", help="address of the machine that runs the first process")
+    ddp.add_argument("--port", type=int, default=5678, help="a free port on that machine")
+    ddp.add_argument("--group_offset", type=int, default=0, help="processes run by the machines before this one")
     compare = parser.add_argument_group("compare mode (see README, 'Compare and tune')")
     compare.add_argument("--compare", nargs="+", metavar="MODEL",
                          help="run these models side by side; MODEL:key=value,... adds settings for that row")
@@ -64,17 +72,21 @@ def main(argv=None):
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     # RecBole's Config reads --key=value flags from sys.argv itself: leave it only those.
     sys.argv = [sys.argv[0]] + rest
-    from recbole_micro.errors import RecBoleMicroError
-    from recbole_micro.quick_start import run_recbole_micro
+    from recbole_micro.errors import DistributedError, RecBoleMicroError
+    from recbole_micro.quick_start import run
 
     config_files = args.config_files.split() if args.config_files else None
+    several = args.nproc != 1 or args.world_size > 0
     try:
+        if several and (args.compare or args.tune):
+            raise DistributedError("--nproc/--world_size train one run; --compare and --tune run one process per run.")
         if args.compare:
             return compare(args, config_files)
         if args.tune:
             return tune(args, config_files)
-        result = run_recbole_micro(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                                   resume=args.resume)
+        result = run(model=args.model, dataset=args.dataset, config_file_list=config_files, resume=args.resume,
+                     trust_checkpoint=args.trust_checkpoint, nproc=args.nproc, world_size=args.world_size,
+                     ip=args.ip, port=args.port, group_offset=args.group_offset)
     except RecBoleMicroError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,13 +13,14 @@ import json
 import sys
 from pathlib import Path
 
+from recbole_micro.errors import RecBoleMicroError
 from recbole_micro.quick_start import load_data_and_model
 from recbole_micro.utils import get_trainer
 
 
-def evaluate_checkpoint(model_file):
+def evaluate_checkpoint(model_file, trust_checkpoint=False):
     """Valid and test metrics of ``model_file``'s weights, with the run's settings."""
-    config, model, _, _, valid_data, test_data = load_data_and_model(model_file)
+    config, model, _, _, valid_data, test_data = load_data_and_model(model_file, trust_checkpoint=trust_checkpoint)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     return {
         "checkpoint": str(model_file),
@@ -35,12 +36,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a .pth file written by run_recbole_micro.py")
     parser.add_argument("--out", help="also write the result as JSON here")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="also read a pickled (RecBole-format) checkpoint, which can run code")
     args = parser.parse_args(argv)
-    result = evaluate_checkpoint(args.checkpoint)
+    try:
+        result = evaluate_checkpoint(args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    except RecBoleMicroError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
 config files < config dicts < ``--key=value`` command-line flags.
 """
 import os
+from datetime import timedelta
 
+import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
@@ -68,3 +70,32 @@ class Config(RecBoleConfig):
         # RecBole points ml-100k at the copy inside its wheel; we keep every dataset, ml-100k
         # included, under data_path so that its cached features are written to a user folder.
         self.final_config_dict["data_path"] = os.path.join(data_root, self.dataset)
+
+    def _init_device(self):
+        """RecBole's device choice; in a multi-process run (``local_rank`` set by the launcher), join
+        the process group with NCCL on GPUs and gloo on CPUs (RecBole's own always asks for NCCL)."""
+        settings = self.final_config_dict
+        if "local_rank" not in settings:
+            return super()._init_device()
+        gpu_id = settings["gpu_id"]
+        settings["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+        use_cuda = settings["use_gpu"] and settings["gpu_id"] != "" and torch.cuda.is_available()
+        rank = settings["local_rank"]
+        if use_cuda:
+            os.environ["CUDA_VISIBLE_DEVICES"] = settings["gpu_id"]
+            torch.cuda.set_device(rank)
+        else:  # the processes on this machine share its cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings["nproc"]))
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                backend="nccl" if use_cuda else "gloo",
+                init_method=f"tcp://{settings['ip']}:{settings['port']}",
+                rank=rank + settings["offset"],
+                world_size=settings["world_size"],
+                timeout=timedelta(seconds=settings["ddp_timeout"]),
+            )
+        settings["device"] = torch.device("cuda", rank) if use_cuda else torch.device("cpu")
+        settings["single_spec"] = False
+        if rank != 0:  # only the first process logs and shows progress
+            settings.update(state="error", show_progress=False, verbose=False)
+        return None

@@ -31,3 +31,11 @@ class SettingsError(RecBoleMicroError, ValueError):
 
 class ResumeError(RecBoleMicroError, FileNotFoundError):
     """A run cannot be resumed from the file given (missing, unreadable, or another model's)."""
+
+
+class CheckpointError(RecBoleMicroError, ValueError):
+    """A checkpoint is missing, unreadable, or holds objects that loading would run as code."""
+
+
+class DistributedError(RecBoleMicroError, ValueError):
+    """A multi-process run cannot start as asked (process counts, GPUs, an unsupported setting)."""

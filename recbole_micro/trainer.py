@@ -1,9 +1,9 @@
-"""Trainers that load their own checkpoints under torch >= 2.6, each from a file of its own.
+"""Trainers whose checkpoints load without running code, each in a file of its own.
 
-torch 2.6 made ``torch.load`` default to ``weights_only=True``, which refuses RecBole's
-checkpoints (they hold the ``Config`` object) when the trainer reloads the best model. The
-checkpoints are files this process wrote, so they are loaded explicitly with
-``weights_only=False``; no environment variable is needed.
+RecBole's trainers pickle the ``Config`` object into the best-model checkpoint, which only loads
+with ``torch.load(weights_only=False)``. Ours write it as plain data and read it with
+``weights_only=True`` (:mod:`recbole_micro.checkpoints`); an older, pickled checkpoint is read
+only when ``trust_checkpoint`` is set (``--trust-checkpoint``).
 
 RecBole names a checkpoint ``<model>-<local time to the second>.pth``: two runs of one model
 started in the same second (parallel comparisons, Ray Tune trials) write the same file and
@@ -26,15 +26,12 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
+from recbole_micro import distributed
+from recbole_micro.checkpoints import from_plain, load_checkpoint, save_checkpoint, to_plain
 from recbole_micro.errors import ResumeError
 from recbole_micro.files import write_atomically
 
 RESUME_SUFFIX = ".resume.pth"
-
-
-def load_checkpoint(path, device="cpu"):
-    """Load a RecBole checkpoint we wrote (trusted: it pickles the run's Config)."""
-    return torch.load(path, map_location=device, weights_only=False)
 
 
 def restore_model(model, checkpoint):
@@ -84,17 +81,49 @@ def unique_checkpoint_file(path):
 
 class CheckpointMixin:
     """Replaces the two places where RecBole's trainers call ``torch.load``, and gives every
-    run its own checkpoint file."""
+    run its own checkpoint file, written as plain data."""
+
+    trust_checkpoint = False  # also read pickled (RecBole-format) checkpoints: --trust-checkpoint
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        multi_process = distributed.is_distributed(config)
+        config["single_spec"] = True  # RecBole wraps one GPU per process only; ours below fits the CPU too
+        try:
+            super().__init__(config, model)
+        finally:
+            config["single_spec"] = not multi_process
         self.saved_model_file = unique_checkpoint_file(self.saved_model_file)
+        if multi_process and isinstance(self, RecBoleTrainer):
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # as RecBole does
+            self.distributed_model = distributed.wrap_model(self.model, self.device)
+            self.eval_collector = distributed.GatheringCollector(config)
+            self.saved_model_file = distributed.broadcast_from_first(self.saved_model_file)  # one file for all
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model checkpoint, with the config as plain data and written atomically."""
+        if not isinstance(self, RecBoleTrainer):  # the decision-tree trainers keep RecBole's format
+            return super()._save_checkpoint(epoch)
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return None
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        save_checkpoint(saved_model_file, {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        })
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        return None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``, keeping a resume state after every evaluated epoch (when ``saved``)."""
 
         def after_epoch(epoch_idx, valid_score):
-            if saved:
+            if saved and not distributed.is_distributed(self.config):  # resume works in one process only
                 self.save_resume_state(epoch_idx, train_data)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
@@ -107,6 +136,8 @@ class CheckpointMixin:
             if state["finished"]:  # nothing left to train; the best model is in its checkpoint already
                 return self.best_valid_score, self.best_valid_result
             set_random_states(state["random"], train_data)  # last, after every draw of the set-up
+        if distributed.is_distributed(self.config) and train_data.shuffle:
+            train_data.sampler.seed = self.config["seed"]  # DistributedSampler shuffles with seed 0 otherwise
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=after_epoch)
 
     def save_resume_state(self, epoch_idx, train_data):
@@ -120,7 +151,7 @@ class CheckpointMixin:
             "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
             "train_loss_dict": {k: float(v) for k, v in self.train_loss_dict.items()},
             "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
+            "other_parameter": to_plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if getattr(self, "scheduler", None) is not None else None,
             "random": random_states(train_data),
@@ -146,6 +177,7 @@ class CheckpointMixin:
         if state["model"] != self.config["model"]:
             raise ResumeError(f"{resume_file} is a {state['model']} run; this run is {self.config['model']}.")
         self.saved_model_file = str(checkpoint_file_of(resume_file))
+        state["other_parameter"] = from_plain(state["other_parameter"])
         restore_model(self.model, state)
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"] is not None:
@@ -162,7 +194,7 @@ class CheckpointMixin:
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
-        checkpoint = load_checkpoint(resume_file, self.device)
+        checkpoint = load_checkpoint(resume_file, self.device, trust=self.trust_checkpoint)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -177,10 +209,18 @@ class CheckpointMixin:
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
+            if distributed.is_distributed(self.config):
+                torch.distributed.barrier()  # the first process may still be writing the best checkpoint
             checkpoint_file = model_file or self.saved_model_file
-            restore_model(self.model, load_checkpoint(checkpoint_file, self.device))
+            restore_model(self.model, load_checkpoint(checkpoint_file, self.device, trust=self.trust_checkpoint))
             self.logger.info(set_color("Loading model structure and parameters from", "blue") + f" {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def _map_reduce(self, result, num_sample):
+        """Multi-process evaluation: the metrics are already over all users (GatheringCollector)."""
+        if isinstance(self.eval_collector, distributed.GatheringCollector):
+            return result
+        return super()._map_reduce(result, num_sample)
 
 
 _WRAPPED = {}

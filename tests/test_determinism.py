@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from recbole_micro.quick_start import run_recbole_micro
-from recbole_micro.trainer import load_checkpoint
+from recbole_micro.checkpoints import load_checkpoint
 
 RUNS = [
     ("VBPR", {}),

@@ -4,7 +4,8 @@ import torch
 
 from recbole_micro.errors import ResumeError
 from recbole_micro.quick_start import run_recbole_micro
-from recbole_micro.trainer import CheckpointMixin, load_checkpoint, resume_file_of
+from recbole_micro.checkpoints import load_checkpoint
+from recbole_micro.trainer import CheckpointMixin, resume_file_of
 
 
 class Killed(Exception):

@@ -75,7 +75,7 @@ def test_one_epoch_run_saves_and_reloads_the_best_checkpoint(tiny, monkeypatch):
     # as in a fresh process: RecBole's NDCG needs np.float, which only Config.__init__ sets
     monkeypatch.delattr(np, "float", raising=False)
     config, model, dataset, train, valid, test = load_data_and_model(result["saved_model_file"])
-    checkpoint = torch.load(result["saved_model_file"], weights_only=False)
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
     for name, value in checkpoint["state_dict"].items():
         torch.testing.assert_close(model.state_dict()[name], value)
     from recbole_micro.trainer import Trainer

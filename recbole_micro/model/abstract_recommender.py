@@ -10,6 +10,7 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole_micro.errors import FeatureFileError
 from recbole_micro.model.ann import faiss_knn_graph, import_faiss
 from recbole_micro.model.backbones import build_backbone
+from recbole_micro.distributed import is_writer
 from recbole_micro.model.graph_cache import cached_graph
 from recbole_micro.model.layers import SparseGraph, freeze, knn_graph, symmetric_normalize
 
@@ -193,7 +194,8 @@ class ItemGraphRecommender(InnerProductRecommender):
             for m in self.modality_names:
                 graph = cached_graph(
                     cache_dir, f'{config["dataset"]}-{m}', self.modality_feat(m),
-                    lambda feat: symmetric_normalize(self.knn(feat)), knn_k=self.knn_k, **self.knn_backend_settings(),
+                    lambda feat: symmetric_normalize(self.knn(feat)), write=is_writer(config), knn_k=self.knn_k,
+                    **self.knn_backend_settings(),
                 )
                 self.register_buffer(f"{m}_initial_idx", graph.idx, persistent=False)
                 self.register_buffer(f"{m}_initial_val", graph.val, persistent=False)

@@ -27,7 +27,7 @@ def graph_key(feat, **settings):
     return digest.hexdigest()
 
 
-def cached_graph(cache_dir, name, feat, build, **settings):
+def cached_graph(cache_dir, name, feat, build, write=True, **settings):
     """The graph ``build(feat)`` for these features and settings, from ``cache_dir`` when there.
 
     Args:
@@ -35,6 +35,7 @@ def cached_graph(cache_dir, name, feat, build, **settings):
         name (str): readable prefix of the file name (dataset and modality).
         feat (torch.Tensor): the features the graph is built from (hashed).
         build (callable): feat -> SparseGraph, called on a miss.
+        write (bool): write the graph on a miss (False in all but the first process of a run).
         **settings: everything else the graph depends on (knn_k, ...).
 
     Returns:
@@ -53,6 +54,8 @@ def cached_graph(cache_dir, name, feat, build, **settings):
         except Exception as err:  # a truncated or foreign file: rebuild and overwrite it
             logger.warning(f"Ignoring unreadable graph cache file {path} ({err}); rebuilding it.")
     graph = build(feat)
+    if not write:
+        return graph
     path.parent.mkdir(parents=True, exist_ok=True)
     # a parallel run never reads a half-written file, and a failed write leaves none behind
     write_atomically(path, lambda tmp: torch.save((graph.idx.cpu(), graph.val.cpu()), tmp))
