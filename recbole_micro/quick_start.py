@@ -3,6 +3,7 @@
 ``recbole.quick_start`` is not imported: it imports ray at import time.
 """
 import logging
+import os
 import sys
 from logging import getLogger
 
@@ -140,6 +141,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     check_launch(config, nproc, world_size, group_offset, resume)
     ensure_dataset_prepared(config)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)  # else every process races to create it
     launch = dict(config_dict or {}, nproc=nproc, world_size=world_size, ip=ip, port=str(port), offset=group_offset)
     results = spawn_processes(_run_process, nproc, (model, dataset, config_file_list, launch, saved, trust_checkpoint))
     result = results[min(results)]

@@ -131,3 +131,14 @@ def test_the_command_line_refuses_several_processes_with_compare(tiny):
     out = run_script("-d", "tiny", "--compare", "BPR", "--nproc=2", cwd=tiny.root)
     assert out.returncode == 2 and "--compare and --tune run one process per run" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_command_line_trains_on_two_processes_with_recbole_flags(tiny):
+    config_file = tiny.write_config()
+    out = run_script("-m", "BPR", "-d", "tiny", f"--config_files={config_file}", "--nproc=2",
+                     f"--port={free_port()}", "--epochs=2", "--embedding_size=16", "--state=INFO", cwd=tiny.root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "BPR on tiny" in out.stdout and "test" in out.stdout
+    (log,) = (tiny.root / "log").rglob("*.log")  # one log, with the flags RecBole got
+    text = log.read_text()
+    assert "embedding_size = 16" in text and "epochs = 2" in text and "world_size = 2" in text
