@@ -53,7 +53,7 @@ def main(argv=None):
     import torch
     import yaml
     from recbole.data import data_preparation
-    from recbole.utils import init_seed
+    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
     from recbole_micro.data.prepared import ensure_dataset_prepared

@@ -179,7 +179,7 @@ def measure_model(scale, model_key, data_path, batches, config_files):
     import torch
 
     from recbole.data import data_preparation
-    from recbole.utils import init_seed
+    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
     from recbole_micro.utils import create_dataset, get_model, get_trainer

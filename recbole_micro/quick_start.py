@@ -8,7 +8,7 @@ import sys
 from logging import getLogger
 
 from recbole.data import data_preparation
-from recbole.utils import get_environment, init_logger, init_seed, set_color
+from recbole.utils import get_environment, init_logger, set_color
 
 from recbole_micro.config import Config
 from recbole_micro.data.prepared import ensure_dataset_prepared
@@ -17,7 +17,7 @@ from recbole_micro.errors import DistributedError, RecBoleMicroError
 from recbole_micro.results import metric_columns
 from recbole_micro.checkpoints import load_checkpoint
 from recbole_micro.trainer import restore_model
-from recbole_micro.utils import create_dataset, get_model, get_trainer
+from recbole_micro.utils import create_dataset, get_model, get_trainer, init_seed
 
 
 def init_run_logger(config):

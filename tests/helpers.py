@@ -96,7 +96,7 @@ class TinyDataset:
 def build(model, tiny_dataset, **overrides):
     """Config, dataset and train/valid/test dataloaders for ``model`` on the tiny dataset."""
     from recbole.data import data_preparation
-    from recbole.utils import init_seed
+    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
     from recbole_micro.utils import create_dataset

@@ -56,7 +56,7 @@ def _half_batch_gradients(rank, settings, batch, queue):
 def build_from(config):
     """As ``helpers.build``, from a Config (the split is seeded, so every process splits alike)."""
     from recbole.data import data_preparation
-    from recbole.utils import init_seed
+    from recbole_micro.utils import init_seed
 
     from recbole_micro.utils import create_dataset
 
