@@ -4,15 +4,29 @@ Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
 ``properties/model/<MODEL>.yaml`` < ``properties/dataset/<dataset>.yaml`` < the user's
 config files < config dicts < ``--key=value`` command-line flags.
 """
+import functools
 import os
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
-from recbole_micro.settings import check_settings, read_settings
+from recbole_micro.settings import check_settings, read_settings, unknown_settings, yaml_keys
 from recbole_micro.utils import get_model, properties_dir
+
+_WARNED = set()  # unknown setting names already reported in this process
+
+
+@functools.lru_cache(maxsize=1)
+def known_setting_names():
+    """Every key a YAML of RecBole's or ours defines (all models and datasets), and our feature keys."""
+    import recbole
+
+    return frozenset(yaml_keys([Path(recbole.__file__).parent / "properties", properties_dir()])
+                     | set(FEATURE_ARGUMENTS))
 
 
 def default_files(model, dataset):
@@ -36,8 +50,15 @@ class Config(RecBoleConfig):
         self.check_settings()
 
     def check_settings(self):
-        """Refuse, with one line naming the key, a value its YAML does not allow (see :mod:`recbole_micro.settings`)."""
+        """Refuse, with one line naming the key, a value its YAML does not allow (see :mod:`recbole_micro.settings`);
+        warn about a setting name no YAML defines (a typo reaches RecBole, which ignores it)."""
         check_settings(self.final_config_dict, read_settings(default_files(self.model, self.dataset)), root=properties_dir())
+        for key, guess in unknown_settings(self.external_config_dict, known_setting_names()):
+            if key not in _WARNED:
+                _WARNED.add(key)
+                hint = f"; did you mean {guess!r}?" if guess else "."
+                print(f"warning: {key!r} is not a setting of RecBole or recbole-micro (no YAML defines it){hint} "
+                      "It is passed on, and only a model that reads it will use it.", file=sys.stderr)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

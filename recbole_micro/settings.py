@@ -131,3 +131,27 @@ def check_settings(values, settings, root=None):
             if root is not None and Path(root) in source.parents:
                 source = source.relative_to(Path(root).parent)
             raise SettingsError(f"{key} is {values[key]!r}; allowed: {allowed} (the default is in {source}).")
+
+
+# Set by the multi-process launcher, not by a YAML.
+LAUNCH_KEYS = frozenset({"local_rank", "nproc", "world_size", "ip", "port", "offset"})
+
+
+def yaml_keys(folders):
+    """Every top-level key of the YAML files below ``folders`` (every model's and dataset's)."""
+    keys = set()
+    for folder in folders:
+        for path in Path(folder).rglob("*.yaml"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                match = re.match(r"^([A-Za-z_][A-Za-z0-9_\-]*)\s*:", line)
+                if match:
+                    keys.add(match[1])
+    return keys
+
+
+def unknown_settings(user_keys, known):
+    """[(key, the closest known name or None)] for each of ``user_keys`` that ``known`` lacks."""
+    import difflib
+
+    return [(key, next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.75)), None))
+            for key in user_keys if key not in known and key not in LAUNCH_KEYS]

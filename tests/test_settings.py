@@ -90,3 +90,15 @@ def test_compare_mode_checks_every_row_before_the_first_run(tiny):
     assert result.returncode == 2
     assert result.stderr.strip() == "error: tau is 0; allowed: a float > 0 (the default is in properties/model/MICRO.yaml)."
     assert not (tiny.root / "cmp").exists()  # VBPR did not run first
+
+
+def test_a_setting_name_no_yaml_defines_is_reported_with_the_nearest_name(tiny, capsys):
+    from recbole_micro.config import Config
+
+    Config(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(lambda_coef=0.5, zz_local_option=1))
+    err = capsys.readouterr().err
+    assert "'lambda_coef' is not a setting of RecBole or recbole-micro" in err
+    assert "did you mean 'lambda_coeff'?" in err
+    assert "'zz_local_option' is not a setting" in err and "did you mean" not in err.split("zz_local_option")[1]
+    Config(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(knn_k=5, learning_rate=0.01, nproc=1, k=3))
+    assert "warning" not in capsys.readouterr().err  # ours, RecBole's (ItemKNN's k included), the launcher's
