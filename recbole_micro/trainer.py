@@ -15,6 +15,10 @@ everything the next epoch depends on: the current weights, optimiser and lr sche
 early-stopping counters and best result so far, and the torch, numpy, Python and dataloader
 random states. :meth:`CheckpointMixin.resume_from` restores it, so that a run killed after
 epoch k and resumed ends with the metrics of the uninterrupted run.
+
+Multi-process runs (:mod:`recbole_micro.distributed`): the trainer wraps the model in DDP on
+GPUs and CPUs alike, all processes share the first one's checkpoint path, only the first one
+writes it, and the evaluation gathers every process's users.
 """
 import inspect
 import random
@@ -103,7 +107,7 @@ class CheckpointMixin:
         """RecBole's best-model checkpoint, with the config as plain data and written atomically."""
         if not isinstance(self, RecBoleTrainer):  # the decision-tree trainers keep RecBole's format
             return super()._save_checkpoint(epoch)
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not distributed.is_writer(self.config):  # one file, written by the first process
             return None
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(saved_model_file, {
