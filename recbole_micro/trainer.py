@@ -32,7 +32,7 @@ from recbole.utils import set_color
 
 from recbole_micro import distributed
 from recbole_micro.checkpoints import from_plain, load_checkpoint, save_checkpoint, to_plain
-from recbole_micro.errors import ResumeError
+from recbole_micro.errors import CheckpointError, ResumeError
 from recbole_micro.files import write_atomically
 
 RESUME_SUFFIX = ".resume.pth"
@@ -181,6 +181,11 @@ class CheckpointMixin:
         if state["model"] != self.config["model"]:
             raise ResumeError(f"{resume_file} is a {state['model']} run; this run is {self.config['model']}.")
         self.saved_model_file = str(checkpoint_file_of(resume_file))
+        if Path(self.saved_model_file).is_file():  # the test evaluation reloads it: fail now, not after training
+            try:
+                load_checkpoint(self.saved_model_file, self.device, trust=self.trust_checkpoint)
+            except CheckpointError as err:
+                raise ResumeError(f"Cannot resume: the run's best model cannot be reloaded. {err}") from None
         state["other_parameter"] = from_plain(state["other_parameter"])
         restore_model(self.model, state)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -90,3 +90,19 @@ def test_compare_mode_resumes_an_interrupted_run_from_its_last_epoch(tiny, monke
     metrics = lambda rows: {k: v for k, v in rows[0].items() if k.startswith(("valid_", "test_"))}  # noqa: E731
     assert metrics(resumed) == metrics(straight)
     assert "VBPR seed 5" not in (tiny.root / "cut" / "running.json").read_text()  # finished: forgotten
+
+
+def test_resuming_a_run_whose_best_model_is_pickled_needs_trust_and_says_so_before_training(tiny, monkeypatch):
+    config = tiny.config_dict(epochs=3, stopping_step=10)
+    checkpoints = []
+    with monkeypatch.context() as patch:
+        kill_after(patch, last_epoch=0)
+        with pytest.raises(Killed):
+            run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, started=checkpoints.append)
+    best = checkpoints[0]
+    plain = load_checkpoint(best)
+    torch.save(dict(plain, config=plain["config"]), best, pickle_protocol=4)  # as an older version wrote it
+    with pytest.raises(ResumeError, match="best model cannot be reloaded.*--trust-checkpoint"):
+        run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, resume=best)
+    result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, resume=best, trust_checkpoint=True)
+    assert result["test_result"] is not None
