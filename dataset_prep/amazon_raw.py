@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_prep.common import PrepError, report_malformed, run_cli, write_features, write_lines
+from dataset_prep.common import PrepError, report_malformed, run_cli, write_dataset_yaml, write_features, write_lines
 from dataset_prep.split import split_dataset
 
 ASIN_BYTES = 10
@@ -215,6 +215,7 @@ def convert(reviews_path, meta_path, images_path, name, out, kcore=0, official_t
         shapes["textual"] = write_text_features(out_dir, name, with_text, [texts[i] for i in with_text], encoder)
     if split:
         split_dataset(out_dir, name, split, seed=seed, log=log)
+    write_dataset_yaml(out_dir, name, list(shapes), benchmark=bool(split), missing="mean")
     users = len({r[0] for r in reviews})
     log(f"Prepared '{name}' in {out_dir}: {users} users, {len(items)} items, {len(reviews)} interactions")
     for modality, shape in shapes.items():

@@ -4,6 +4,7 @@ Every file is written atomically (temp file, then rename) and deterministically,
 the same inputs gives byte-identical outputs.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,78 @@ def read_json(path):
         raise PrepError(f"{path} is not valid JSON: {err}") from err
 
 
+MODALITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+DEFAULT_MODALITY_FILES = {"visual": "image_feat.npy", "textual": "text_feat.npy"}  # the papers' published pair
+
+
+def parse_modality_args(specs):
+    """{name: Path} from ``--modality NAME=PATH`` arguments, in the order given."""
+    modalities = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        name = name.strip()
+        if not sep or not path.strip():
+            raise PrepError(f"--modality {spec!r}: write NAME=PATH, e.g. --modality audio=data/audio_feat.npy.")
+        if not MODALITY_NAME.match(name):
+            raise PrepError(f"--modality {spec!r}: the name must be a letter, then letters, digits or '_'.")
+        if name in modalities:
+            raise PrepError(f"--modality {name} is given twice.")
+        modalities[name] = Path(path.strip())
+    return modalities
+
+
+def modality_files(folder, modality=None, image_feat=None, text_feat=None):
+    """Which feature file each modality is read from: ``--modality`` when given, else the papers'
+    pair (``--image-feat``/``--text-feat``, by default ``image_feat.npy``/``text_feat.npy`` in ``folder``)."""
+    chosen = parse_modality_args(modality)
+    if chosen:
+        if image_feat or text_feat:
+            raise PrepError("Give the features either as --modality NAME=PATH or as --image-feat/--text-feat, not both.")
+        return chosen
+    folder = Path(folder)
+    return {"visual": Path(image_feat or folder / DEFAULT_MODALITY_FILES["visual"]),
+            "textual": Path(text_feat or folder / DEFAULT_MODALITY_FILES["textual"])}
+
+
+def dataset_yaml(name, modalities, benchmark=True, missing=None):
+    """The dataset YAML that lets ``run_recbole_micro.py -d <name>`` run with nothing written by hand.
+
+    Args:
+        modalities (list): the modality names, each with ``<name>.<modality>.npy/.tokens``.
+        benchmark (bool): the split is in ``<name>.{train,valid,test}.inter`` (else RecBole splits ``<name>.inter``).
+        missing (str): the policy for items without a feature row (None: every item has one).
+    """
+    lines = [
+        f"# Written by dataset_prep for '{name}'; run_recbole_micro.py reads it from this folder",
+        "# (above properties/dataset/, below your config files). Edit freely: a re-import rewrites it.",
+        "USER_ID_FIELD: user_id",
+        "ITEM_ID_FIELD: item_id",
+        "load_col:",
+        "  inter: [user_id, item_id]",
+        "  item: [item_id]",
+    ]
+    if benchmark:
+        lines += ["benchmark_filename: [train, valid, test]  # the split as prepared",
+                  "eval_args:", "  group_by: user", "  order: RO", "  mode: full"]
+    if modalities:
+        lines.append("modalities:")
+        for modality in modalities:
+            lines += [f"  {modality}:", f"    file: {name}.{modality}.npy", f"    tokens: {name}.{modality}.tokens"]
+            if missing:
+                lines.append(f"    missing: {missing}  # items without a row (the converter reports how many)")
+    else:
+        lines.append("# modalities: imported without features (RecBole's models run; ours need a modality)")
+    return "\n".join(lines) + "\n"
+
+
+def write_dataset_yaml(out_dir, name, modalities, benchmark=True, missing=None):
+    """Write ``<out_dir>/<name>.yaml`` (:func:`dataset_yaml`) atomically; its path."""
+    path = Path(out_dir) / f"{name}.yaml"
+    text = dataset_yaml(name, modalities, benchmark, missing)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
 def write_prepared(out_root, name, splits, item_tokens, features, log=print):
     """Collapse duplicate pairs (reported), then write the benchmark files and features.
 
@@ -124,7 +197,9 @@ def write_prepared(out_root, name, splits, item_tokens, features, log=print):
             log(f"  {count} duplicate (user, item) pairs in {split} collapsed (kept the first occurrence).")
     write_benchmark(out_dir, name, splits, item_tokens)
     shapes = {m: write_features(out_dir, name, m, matrix, item_tokens) for m, matrix in features.items()}
+    yaml_file = write_dataset_yaml(out_dir, name, list(features))
     log(summary(name, out_dir, splits, len(item_tokens), shapes))
+    log(f"  settings: {yaml_file} (run: python run_recbole_micro.py -d {name} --data_path={Path(out_root)})")
     return out_dir
 
 
@@ -142,6 +217,9 @@ def report_malformed(problems, source, skip):
 def add_feature_arguments(parser, beside):
     """The options every importer shares: output folder, feature files, malformed lines."""
     parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
+    parser.add_argument("--modality", action="append", metavar="NAME=PATH",
+                        help="a modality's .npy features, rows indexed by the source's item id (repeatable; "
+                             f"default: visual=image_feat.npy and textual=text_feat.npy {beside})")
     parser.add_argument("--image-feat", help=f"visual features (default: image_feat.npy {beside})")
     parser.add_argument("--text-feat", help=f"text features (default: text_feat.npy {beside})")
     parser.add_argument("--no-features", action="store_true", help="import the interactions only")

@@ -2,10 +2,11 @@
 
 Input (MMRec's layout):
     <name>.inter        tab-separated ``userID itemID x_label``; x_label 0/1/2 = train/valid/test
-    image_feat.npy, text_feat.npy   rows indexed by itemID
+    image_feat.npy, text_feat.npy   rows indexed by itemID (or any modalities: --modality NAME=PATH)
 
 Output in <out>/<name>/: <name>.{train,valid,test}.inter, <name>.item and the features, as
-``dataset_prep.import_official`` writes them. The split is kept exactly as given.
+``dataset_prep.import_official`` writes them, and <name>.yaml listing the modalities. The split is
+kept exactly as given.
 
 Example:
     python -m dataset_prep.import_mmrec --inter data/sports/sports.inter --name sports --out dataset
@@ -21,6 +22,7 @@ from dataset_prep.common import (
     PrepError,
     add_feature_arguments,
     load_feature_rows,
+    modality_files,
     report_malformed,
     run_cli,
     write_prepared,
@@ -55,17 +57,17 @@ def parse_mmrec_inter(path, skip_malformed):
     return splits
 
 
-def import_mmrec(inter, name, out, image_feat=None, text_feat=None, no_features=False, skip_malformed=False, log=print):
+def import_mmrec(inter, name, out, image_feat=None, text_feat=None, no_features=False, skip_malformed=False, log=print,
+                 modality=None):
     raw = parse_mmrec_inter(inter, skip_malformed)
     n_items = max(i for pairs in raw.values() for _, i in pairs) + 1
     features = {}
     if not no_features:
-        folder = Path(inter).parent
-        image, text = Path(image_feat or folder / "image_feat.npy"), Path(text_feat or folder / "text_feat.npy")
-        if image.is_file():  # items with features but no interaction (cold start) count too
-            n_items = max(n_items, np.load(image, mmap_mode="r").shape[0])
-        features["visual"] = load_feature_rows(image, n_items, "Visual features")
-        features["textual"] = load_feature_rows(text, n_items, "Text features")
+        files = modality_files(Path(inter).parent, modality, image_feat, text_feat)
+        first = next(iter(files.values()))
+        if first.is_file():  # items with features but no interaction (cold start) count too
+            n_items = max(n_items, np.load(first, mmap_mode="r").shape[0])
+        features = {m: load_feature_rows(path, n_items, f"{m} features") for m, path in files.items()}
     item_tokens = [str(i) for i in range(n_items)]
     splits = {s: [(str(u), str(i)) for u, i in pairs] for s, pairs in raw.items()}
     return write_prepared(out, name, splits, item_tokens, features, log=log)
@@ -78,7 +80,7 @@ def main(argv=None):
     add_feature_arguments(parser, beside="beside the .inter")
     args = parser.parse_args(argv)
     return run_cli(import_mmrec, args.inter, args.name, args.out, args.image_feat, args.text_feat, args.no_features,
-                   args.skip_malformed)
+                   args.skip_malformed, modality=args.modality)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 Input (the official code's ``data/<dataset>/`` layout):
     <folder>/5-core/train.json, val.json, test.json   user id -> list of item ids
     <folder>/5-core/item2id.json, user2id.json         optional: ASIN / reviewer id -> id
-    <folder>/image_feat.npy, text_feat.npy              rows indexed by item id
+    <folder>/image_feat.npy, text_feat.npy              rows indexed by item id (or --modality NAME=PATH)
 
 Output in <out>/<name>/: <name>.{train,valid,test}.inter, <name>.item, <name>.visual.npy/.tokens,
-<name>.textual.npy/.tokens. The split is kept exactly as given. Item tokens are ASINs when
+<name>.textual.npy/.tokens (one pair per modality) and <name>.yaml. The split is kept exactly as given. Item tokens are ASINs when
 item2id.json is there, else the integer ids.
 
 Example:
@@ -20,6 +20,7 @@ from dataset_prep.common import (
     PrepError,
     add_feature_arguments,
     load_feature_rows,
+    modality_files,
     read_json,
     report_malformed,
     run_cli,
@@ -63,7 +64,8 @@ def inverse_map(path, what):
     return inverse
 
 
-def import_official(folder, name, out, image_feat=None, text_feat=None, no_features=False, skip_malformed=False, log=print):
+def import_official(folder, name, out, image_feat=None, text_feat=None, no_features=False, skip_malformed=False, log=print,
+                    modality=None):
     src = interaction_dir(folder)
     raw = {split: parse_split(src / file, skip_malformed) for split, file in SPLIT_FILES.items()}
     item2token = inverse_map(src / "item2id.json", "item")
@@ -90,8 +92,8 @@ def import_official(folder, name, out, image_feat=None, text_feat=None, no_featu
     features = {}
     if not no_features:
         parent = src.parent if src.name == "5-core" else src
-        features["visual"] = load_feature_rows(image_feat or parent / "image_feat.npy", n_items, "Visual features")
-        features["textual"] = load_feature_rows(text_feat or parent / "text_feat.npy", n_items, "Text features")
+        features = {m: load_feature_rows(path, n_items, f"{m} features")
+                    for m, path in modality_files(parent, modality, image_feat, text_feat).items()}
     return write_prepared(out, name, splits, item_tokens, features, log=log)
 
 
@@ -102,7 +104,7 @@ def main(argv=None):
     add_feature_arguments(parser, beside="beside 5-core/")
     args = parser.parse_args(argv)
     return run_cli(import_official, args.folder, args.name, args.out, args.image_feat, args.text_feat,
-                   args.no_features, args.skip_malformed)
+                   args.no_features, args.skip_malformed, modality=args.modality)
 
 
 if __name__ == "__main__":

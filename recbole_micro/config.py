@@ -1,8 +1,9 @@
 """RecBole ``Config`` that layers recbole-micro's YAML defaults under the user's settings.
 
 Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
-``properties/model/<MODEL>.yaml`` < ``properties/dataset/<dataset>.yaml`` < the user's
-config files < config dicts < ``--key=value`` command-line flags.
+``properties/model/<MODEL>.yaml`` < ``properties/dataset/<dataset>.yaml`` <
+``<data_path>/<dataset>/<dataset>.yaml`` (written by the importers) < the user's config files <
+config dicts < ``--key=value`` command-line flags.
 """
 import functools
 import os
@@ -77,13 +78,21 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         files = default_files(model, dataset)
-        dataset_file = files[-1]
         for file in files:
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
-                if file == dataset_file:
+                if file == files[-1]:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        folder_file = self.dataset_folder_file(dataset)
+        if folder_file.is_file():  # written by the dataset_prep importers: above our YAMLs, below the user's
+            loaded = self._update_internal_config_dict(str(folder_file)) or {}
+            self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
         self.parameters["Dataset"] += [k for k in FEATURE_ARGUMENTS if k not in self.parameters["Dataset"]]
+
+    def dataset_folder_file(self, dataset):
+        """``<data_path>/<dataset>/<dataset>.yaml``: the settings a dataset_prep importer wrote beside the data."""
+        data_path = self.external_config_dict.get("data_path") or self.internal_config_dict.get("data_path") or "dataset/"
+        return Path(data_path) / dataset / f"{dataset}.yaml"
 
     def _set_default_parameters(self):
         data_root = self.final_config_dict["data_path"]
