@@ -91,3 +91,103 @@ def test_a_modality_file_of_other_rows_names_the_file(tmp_path, capsys):
                        "--modality", f"audio={tmp_path / 'src' / 'audio.npy'}"])
     err = capsys.readouterr().err
     assert code == 2 and "audio.npy has shape (5, 3)" in err
+
+
+# --- three pickled scipy matrices -------------------------------------------------------------
+
+import pickle  # noqa: E402
+
+import scipy.sparse as sp  # noqa: E402
+
+from dataset_prep.import_pickled import import_pickled, load_sparse_pickle  # noqa: E402
+from dataset_prep.import_pickled import main as pickled_main  # noqa: E402
+
+
+class OpensAFile:
+    """Unpickling this creates ``path``: a stand-in for a pickle that runs code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def write_pickled(folder, n_users=6, n_items=5, protocol=4):
+    """Train, valid and test matrices; item 4 has no interaction (cold)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = sp.coo_matrix(([1.0] * 6, ([0, 1, 2, 3, 4, 5], [0, 1, 2, 0, 1, 2])), shape=(n_users, n_items))
+    valid = sp.coo_matrix(([1.0] * 2, ([0, 1], [3, 3])), shape=(n_users, n_items)).tocsr()
+    test = sp.coo_matrix(([1.0] * 2, ([2, 3], [3, 1])), shape=(n_users, n_items)).tocsr()
+    for file, matrix in (("trnMat.pkl", train), ("valMat.pkl", valid), ("tstMat.pkl", test)):
+        (folder / file).write_bytes(pickle.dumps(matrix, protocol=protocol))
+    np.save(folder / "image_feat.npy", np.arange(n_items * 3, dtype=np.float32).reshape(n_items, 3))
+    np.save(folder / "text_feat.npy", np.ones((n_items, 2), np.float32))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pickled_splits_import_exactly_with_the_cold_item_kept(tmp_path, protocol):
+    write_pickled(tmp_path / "src", protocol=protocol)
+    out = import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", log=quiet)
+    assert (out / "pk.train.inter").read_text().splitlines()[1:] == ["0\t0", "1\t1", "2\t2", "3\t0", "4\t1", "5\t2"]
+    assert (out / "pk.valid.inter").read_text().splitlines()[1:] == ["0\t3", "1\t3"]
+    assert (out / "pk.test.inter").read_text().splitlines()[1:] == ["2\t3", "3\t1"]
+    assert (out / "pk.item").read_text().split()[1:] == ["0", "1", "2", "3", "4"]  # item 4: features, no interaction
+    tokens = (out / "pk.visual.tokens").read_text().split()
+    assert np.load(out / "pk.visual.npy")[tokens.index("4")].tolist() == [12.0, 13.0, 14.0]
+    assert set(yaml.safe_load((out / "pk.yaml").read_text())["modalities"]) == {"visual", "textual"}
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, capsys):
+    write_pickled(tmp_path / "src")
+    marker = tmp_path / "code-ran"
+    (tmp_path / "src" / "valMat.pkl").write_bytes(pickle.dumps(OpensAFile(marker)))
+    code = pickled_main(["--name", "pk", "--out", str(tmp_path / "data"), "--folder", str(tmp_path / "src")])
+    err = capsys.readouterr().err
+    assert code == 2 and "valMat.pkl holds io.open" in err and "refused without loading it" in err
+    assert not marker.exists()
+    pickle.loads((tmp_path / "src" / "valMat.pkl").read_bytes())  # the premise: loaded plainly, it runs
+    assert marker.exists()
+
+
+def test_a_pickled_dense_array_or_junk_is_a_clear_error(tmp_path):
+    (tmp_path / "dense.pkl").write_bytes(pickle.dumps(np.eye(3)))
+    with pytest.raises(PrepError, match="holds a ndarray, not a scipy sparse"):
+        load_sparse_pickle(tmp_path / "dense.pkl")
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(PrepError, match="not a readable pickle"):
+        load_sparse_pickle(tmp_path / "junk.pkl")
+
+
+def test_shapes_must_agree_across_splits_and_features(tmp_path):
+    write_pickled(tmp_path / "src")
+    (tmp_path / "src" / "tstMat.pkl").write_bytes(pickle.dumps(sp.csr_matrix((6, 7))))
+    with pytest.raises(PrepError, match=r"disagree on their shape \(trnMat.pkl \(6, 5\), valMat.pkl \(6, 5\), "
+                                        r"tstMat.pkl \(6, 7\)\)"):
+        import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", log=quiet)
+    write_pickled(tmp_path / "src")
+    np.save(tmp_path / "src" / "image_feat.npy", np.zeros((4, 3), np.float32))
+    with pytest.raises(PrepError, match="image_feat.npy has shape"):
+        import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", log=quiet)
+
+
+def test_a_pair_in_two_splits_is_refused_unless_allowed(tmp_path):
+    write_pickled(tmp_path / "src")
+    leak = sp.csr_matrix(([1.0, 1.0], ([0, 2], [0, 3])), shape=(6, 5))  # (0, 0) is a train pair
+    (tmp_path / "src" / "tstMat.pkl").write_bytes(pickle.dumps(leak))
+    with pytest.raises(PrepError, match="1 of tstMat.pkl are also in an earlier split"):
+        import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", log=quiet)
+    out = import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", allow_overlap=True, log=quiet)
+    assert (out / "pk.test.inter").read_text().splitlines()[1:] == ["2\t3"]
+
+
+def test_values_other_than_one_are_reported_and_stored_zeros_left_out(tmp_path):
+    write_pickled(tmp_path / "src")
+    ratings = sp.csr_matrix(([5.0, 3.0, 0.0, 1.0, 1.0, 1.0], ([0, 1, 2, 3, 4, 5], [0, 1, 2, 0, 1, 2])), shape=(6, 5))
+    (tmp_path / "src" / "trnMat.pkl").write_bytes(pickle.dumps(ratings))
+    lines = []
+    out = import_pickled("pk", tmp_path / "data", folder=tmp_path / "src", log=lines.append)
+    report = "\n".join(lines)
+    assert "2 stored entries are neither 0 nor 1 (3: 1, 5: 1)" in report
+    assert "1 explicitly stored zeros are not interactions" in report
+    assert "2\t2" not in (out / "pk.train.inter").read_text().splitlines()
