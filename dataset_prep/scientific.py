@@ -1,0 +1,169 @@
+"""Amazon 2018 "Industrial & Scientific" as a RecBole dataset with two real modalities.
+
+Input (``../shared/data/amazon-scientific``):
+    Scientific.test.inter   ``user_id item_id_list target``: a user's full history is the list
+                            plus the target (item indices)
+    Scientific.item2index   ASIN -> item index
+    Scientific.text         ASIN -> "<title>. Industrial & Scientific <category words>. <brand>. "
+
+Output in <out>/<name>/: <name>.inter (every interaction), <name>.item (every item), the
+papers' per-user random 80/10/10 split as <name>.{train,valid,test}.inter (``dataset_prep.split
+--mode official``: seeded, per user 20 % drawn, half test, half valid), <name>.yaml and two
+modalities:
+
+- ``textual``: the whole product text embedded with the offline MiniLM (384-d);
+- ``meta``: the category words and the brand as terms (``c:<word>``, ``b:<brand>``), TF-IDF
+  weighted and reduced by truncated SVD (64-d, rows L2-normalised), as the ml-100k knowledge
+  modality is built. Structurally different from the text embedding: a bag of catalogue terms,
+  no title. Items without any term follow ``missing: mean``.
+
+Items are tokens (ASINs), users the source's user indices.
+
+Example:
+    python -m dataset_prep.scientific --source ../shared/data/amazon-scientific --out dataset
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from dataset_prep.common import PrepError, run_cli, write_dataset_yaml, write_features, write_lines
+from dataset_prep.split import split_dataset
+
+CATEGORY_ROOT = "Industrial & Scientific"
+META_DIM = 64
+SVD_SEED = 2020
+
+
+def read_text(path):
+    """{ASIN: text} from ``Scientific.text``."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrepError(f"{path} not found: pass --source, the folder holding Scientific.text.")
+    texts = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header[:2] != ["item_id:token", "text:token_seq"]:
+            raise PrepError(f"{path}: header {header} is not 'item_id:token<TAB>text:token_seq'.")
+        for line in f:
+            asin, _, text = line.rstrip("\n").partition("\t")
+            if asin:
+                texts[asin] = text.strip()
+    return texts
+
+
+def split_text(text):
+    """(title, category words, brand) of one product text; '' for a part it lacks."""
+    marker = f". {CATEGORY_ROOT}"
+    if marker not in text:
+        return text.rstrip(". "), "", ""
+    title, _, rest = text.rpartition(marker)
+    rest = rest.rstrip(". ").strip()
+    categories, _, brand = rest.rpartition(". ")
+    if not categories:  # no brand after the categories
+        categories, brand = rest, ""
+    return title.strip(), categories.strip(), brand.strip()
+
+
+def meta_terms(text):
+    """The catalogue terms of a product: its category words and its brand."""
+    _, categories, brand = split_text(text)
+    terms = {f"c:{w}" for w in re.findall(r"[a-z0-9]+", categories.lower())}
+    if brand:
+        terms.add(f"b:{brand.lower()}")
+    return sorted(terms)
+
+
+def meta_matrix(tokens, texts, dim=META_DIM, seed=SVD_SEED):
+    """(tokens with terms, (n, dim) float32 TF-IDF + SVD vectors, rows L2-normalised)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    terms = {t: meta_terms(texts[t]) for t in tokens if t in texts}
+    kept = [t for t in tokens if terms.get(t)]
+    vocabulary = {term: j for j, term in enumerate(sorted({x for t in kept for x in terms[t]}))}
+    if len(vocabulary) <= dim:
+        raise PrepError(f"Only {len(vocabulary)} catalogue terms: too few for a {dim}-d meta modality.")
+    rows = [i for i, t in enumerate(kept) for _ in terms[t]]
+    cols = [vocabulary[x] for t in kept for x in terms[t]]
+    counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(kept), len(vocabulary)))
+    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
+    reduced = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(tfidf)
+    reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+    return kept, reduced.astype(np.float32)
+
+
+def read_histories(source):
+    """[(user token, [ASIN, ...])] in file order: each user's full history."""
+    source = Path(source)
+    index_file, inter_file = source / "Scientific.item2index", source / "Scientific.test.inter"
+    for path in (index_file, inter_file):
+        if not path.is_file():
+            raise PrepError(f"{path} not found: pass --source, the amazon-scientific folder.")
+    asin_of = {}
+    for line in index_file.read_text(encoding="utf-8").splitlines():
+        asin, _, index = line.partition("\t")
+        if asin and index.strip().isdigit():
+            asin_of[int(index)] = asin
+    histories = []
+    lines = inter_file.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        try:
+            items = [int(i) for i in fields[1].split()] + [int(fields[2])]
+            histories.append((fields[0], [asin_of[i] for i in items]))
+        except (IndexError, ValueError, KeyError):
+            raise PrepError(f"{inter_file} line {number}: {line[:60]!r} is not 'user<TAB>item list<TAB>target' "
+                            f"with items of {index_file.name}.") from None
+    return histories
+
+
+def prepare(source, out, name="scientific", max_users=None, seed=123, encoder=None, log=print):
+    """The whole preparation (see the module docstring); returns the dataset folder."""
+    histories = read_histories(source)[:max_users]
+    texts = read_text(Path(source) / "Scientific.text")
+    out_dir = Path(out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs, seen = [], set()
+    for user, items in histories:
+        for item in items:
+            if (user, item) not in seen:  # a repeated purchase is one interaction
+                seen.add((user, item))
+                pairs.append((user, item))
+    items = sorted({i for _, i in pairs})
+    write_lines(out_dir / f"{name}.inter", ["user_id:token", "item_id:token"], pairs)
+    write_lines(out_dir / f"{name}.item", ["item_id:token"], [[i] for i in items])
+    split_dataset(out_dir, name, "official", seed=seed, log=log)
+
+    from dataset_prep.text_features import write_text_features
+
+    with_text = [i for i in items if texts.get(i)]
+    text_shape = write_text_features(out_dir, name, with_text, [texts[i] for i in with_text], encoder,
+                                     show_progress=False)
+    meta_tokens, meta = meta_matrix(items, texts)
+    meta_shape = write_features(out_dir, name, "meta", meta, meta_tokens)
+    write_dataset_yaml(out_dir, name, ["textual", "meta"], benchmark=True, missing="mean")
+    users = len({u for u, _ in pairs})
+    log(f"Prepared '{name}' in {out_dir}: {users} users, {len(items)} items, {len(pairs)} interactions "
+        f"({len(pairs) / len(items):.1f} per item)")
+    log(f"  textual features: {text_shape[0]} x {text_shape[1]}; meta features: {meta_shape[0]} x {meta_shape[1]} "
+        f"(the other {len(items) - meta_shape[0]} items take the mean)")
+    return out_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default="../shared/data/amazon-scientific", help="the amazon-scientific folder")
+    parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
+    parser.add_argument("--name", default="scientific")
+    parser.add_argument("--seed", type=int, default=123, help="seed of the per-user split (default: 123, the official)")
+    parser.add_argument("--max-users", type=int, default=None, help="only the first N users (for a quick look)")
+    args = parser.parse_args(argv)
+    return run_cli(prepare, args.source, args.out, args.name, args.max_users, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
