@@ -45,6 +45,11 @@ def build_parser():
     compare.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022], help="one run per model and seed")
     compare.add_argument("--proposed", nargs="+", default=list(DEFAULT_PROPOSED),
                          help="models compared with the best of the others")
+    compare.add_argument("--tune-each", action="store_true",
+                         help="first tune every row on validation (same budget), then compare the chosen points")
+    compare.add_argument("--tune-grid", default=None, metavar="GRID",
+                         help='one grid for every row, e.g. "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" '
+                              "(default: each model's hyper/<Model>.hyper)")
     compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>)")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
     tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file (see hyper/)")
@@ -97,12 +102,27 @@ def main(argv=None):
 def compare(args, config_files):
     from recbole_micro.compare import parse_model_spec, run_comparison
     from recbole_micro.config import Config
+    from recbole_micro.errors import ModelSpecError
+    from recbole_micro.tuned_compare import grids_for, parse_grid, run_tuned_comparison
 
+    configs = []
     for spec in args.compare:  # an unknown name or a bad setting fails now, not after hours of other runs
         name, overrides = parse_model_spec(spec)
-        Config(model=name, dataset=args.dataset, config_file_list=config_files, config_dict=overrides)
+        configs.append(Config(model=name, dataset=args.dataset, config_file_list=config_files, config_dict=overrides))
+    # RecBole's per-epoch progress bar when a person watches; show_progress stays the user's to set
+    settings = {} if "show_progress" in configs[0].external_config_dict else {"show_progress": sys.stdout.isatty()}
     out = args.out or f"compare/{args.dataset}"
-    run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files, proposed=args.proposed)
+    if args.tune_each:
+        grid = parse_grid(args.tune_grid) if args.tune_grid else None
+        grids_for(args.compare, Path(__file__).resolve().parent / "hyper", grid)  # every grid exists, before any run
+        run_tuned_comparison(args.compare, args.dataset, args.seeds, out, grid=grid,
+                             hyper_dir=Path(__file__).resolve().parent / "hyper", config_file_list=config_files,
+                             config_dict=settings, proposed=args.proposed)
+    elif args.tune_grid:
+        raise ModelSpecError("--tune-grid is the grid of --tune-each: add --tune-each.")
+    else:
+        run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files,
+                       config_dict=settings, proposed=args.proposed)
     print(Path(out, "table.md").read_text())
     print(f"runs, logs, configs and chart in {out}/")
     return 0

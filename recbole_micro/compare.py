@@ -27,7 +27,7 @@ import numpy as np
 
 from recbole_micro.errors import ModelSpecError
 from recbole_micro.files import write_atomically
-from recbole_micro.results import metric_columns, pyplot, write_rows_csv
+from recbole_micro.results import Progress, metric_columns, pyplot, write_rows_csv
 
 TABLE_METRICS = ("recall@20", "precision@20", "ndcg@20")  # the papers' Table 4 columns
 DEFAULT_BASELINES = ("ItemKNN", "BPR", "NGCF", "LightGCN", "SGL", "VBPR")
@@ -74,7 +74,7 @@ def parse_model_spec(spec):
 
 
 def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, config_dict=None, proposed=DEFAULT_PROPOSED,
-                   log=print):
+                   log=print, progress=None):
     """Run every model with every seed (skipping finished pairs) and write the tables.
 
     Args:
@@ -86,6 +86,7 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         config_file_list (list of str): YAML files applied to every run.
         config_dict (dict): settings applied to every run (the seed is set per run).
         proposed (list of str): the models compared against the best of the others.
+        progress (Progress): counts the runs (one line per run with the time left); a new one when None.
 
     Returns:
         list of dict: every finished run (old and new).
@@ -96,6 +97,8 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    if progress is None:
+        progress = Progress(sum((m, s) not in finished for s in seeds for m in models), log)
     for seed in seeds:
         for model in models:
             if (model, seed) in finished:
@@ -109,9 +112,9 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
             result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
                                        config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
                                        started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
-            row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
+            _record_run(out_dir, model, seed, dataset, result, time.time() - start)
             _mark_running(out_dir, model, seed, None)
-            log(f"{model} seed {seed}: test " + ", ".join(f"{m} {row.get('test_' + m, float('nan')):.4f}" for m in TABLE_METRICS))
+            progress.finished(f"{model} seed {seed}", result)
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
     write_outputs(rows, models, out_dir, proposed)
     return rows

@@ -1,5 +1,7 @@
-"""What the compare and tune modes share: a run's metric columns, rows as CSV, fixed.yaml, headless charts."""
+"""What the compare and tune modes share: a run's metric columns, rows as CSV, fixed.yaml, headless charts,
+progress lines."""
 import csv
+import time
 from pathlib import Path
 
 
@@ -42,3 +44,25 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+class Progress:
+    """One line per finished run: run i of n, its valid and test Recall@20, elapsed, time left."""
+
+    def __init__(self, total, log=print):
+        self.total, self.done, self.start, self.log = total, 0, time.time(), log
+
+    def finished(self, label, result):
+        self.done += 1
+        elapsed = time.time() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        valid = (result.get("best_valid_result") or {}).get("recall@20", float("nan"))
+        test = (result.get("test_result") or {}).get("recall@20", float("nan"))
+        self.log(f"[{self.done}/{self.total}] {label}: valid Recall@20 {valid:.4f}, test {test:.4f}; "
+                 f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

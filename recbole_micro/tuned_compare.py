@@ -1,0 +1,173 @@
+"""A fair comparison: every model tuned on validation with the same budget, then run on every seed.
+
+:func:`run_tuned_comparison` first tunes each row of the comparison over a grid, one full run
+(to early stopping) per grid point with the first seed, and keeps the point with the best
+**validation** score; the test split is recorded but never looked at by the selection. Then
+each row runs at its chosen point on every seed through :func:`~recbole_micro.compare.run_comparison`.
+The grid is each model's ``hyper/<Model>.hyper`` (its ``choice`` lines) or one shared grid for
+all rows (``--tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3"``).
+
+Written to ``out_dir`` besides the comparison's files: ``tuning.jsonl`` (one line per tried
+point: what makes tuning resumable), ``chosen.json`` (each row's chosen settings, validation
+score and budget) and ``tuning.md`` (the same as a table, and the budget); ``table.md`` ends
+with each row's chosen settings.
+"""
+import ast
+import itertools
+import json
+import time
+from pathlib import Path
+
+from recbole_micro.compare import DEFAULT_PROPOSED, parse_model_spec, read_runs, run_comparison
+from recbole_micro.errors import ModelSpecError
+from recbole_micro.files import write_atomically
+from recbole_micro.results import Progress, metric_columns
+
+
+def parse_grid(text):
+    """``"learning_rate=5e-4,1e-3 reg_weight=1e-5,1e-4"`` -> {name: [values]} (values read as Python literals)."""
+    grid = {}
+    for part in text.split():
+        name, sep, values = part.partition("=")
+        if not sep or not name or not values:
+            raise ModelSpecError(f"--tune-grid {part!r}: write name=v1,v2,..., e.g. learning_rate=5e-4,1e-3,5e-3")
+        try:
+            grid[name] = [ast.literal_eval(v) for v in values.split(",")]
+        except (ValueError, SyntaxError):
+            raise ModelSpecError(f"--tune-grid {part!r}: the values must be numbers, strings or booleans") from None
+    return grid
+
+
+def read_hyper_grid(path):
+    """{name: [values]} from the ``choice`` lines of a RecBole params file (exhaustive search needs choices)."""
+    from recbole_micro.tune import read_params_file
+
+    grid = {}
+    for name, kind, value in read_params_file(path):
+        if kind != "choice":
+            raise ModelSpecError(f"{path}: {name} is '{kind}'; a tuned comparison tries every point, so each "
+                                 "line must be 'choice [...]' (or give one grid with --tune-grid).")
+        grid[name] = list(ast.literal_eval(value))
+    return grid
+
+
+def grids_for(models, hyper_dir, shared_grid=None):
+    """{row: grid} for every row: the shared grid, or ``<hyper_dir>/<Model>.hyper``; all checked before any run."""
+    if shared_grid is not None:
+        return {model: shared_grid for model in models}
+    grids, missing = {}, []
+    for model in models:
+        path = Path(hyper_dir) / f"{parse_model_spec(model)[0]}.hyper"
+        if path.is_file():
+            grids[model] = read_hyper_grid(path)
+        else:
+            missing.append(str(path))
+    if missing:
+        raise ModelSpecError(f"No grid for {', '.join(missing)}: write it, or give one grid for every row with "
+                             "--tune-grid \"learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3\".")
+    return grids
+
+
+def grid_points(grid):
+    """Every point of ``grid`` as a dict, in a fixed order."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def point_key(point):
+    return json.dumps(point, sort_keys=True)
+
+
+def choose(trials, bigger=True):
+    """The trial with the best validation score (ties: the first tried). Test metrics are never read."""
+    best = None
+    for trial in trials:
+        score = trial["best_valid_score"]
+        if best is None or (score > best["best_valid_score"] if bigger else score < best["best_valid_score"]):
+            best = trial
+    return best
+
+
+def read_trials(out_dir):
+    path = Path(out_dir) / "tuning.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
+                         config_dict=None, proposed=None, log=print):
+    """Tune every row on validation with its grid (first seed), then compare the chosen points over ``seeds``.
+
+    Args:
+        models (list of str): the rows (model names, optionally ``MODEL:key=value,...``).
+        grid (dict): one grid for every row ({name: [values]}); None reads ``<hyper_dir>/<Model>.hyper``.
+        Other arguments as :func:`~recbole_micro.compare.run_comparison`.
+
+    Returns:
+        tuple: (the comparison's rows, {row: chosen trial}).
+    """
+    from recbole_micro.quick_start import run_recbole_micro
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grids = grids_for(models, hyper_dir, grid)
+    tune_seed = seeds[0]
+    done = {(t["model"], point_key(t["point"])) for t in read_trials(out_dir)}
+    todo = [(m, p) for m in models for p in grid_points(grids[m]) if (m, point_key(p)) not in done]
+    progress = Progress(len(todo) + len(models) * len(seeds), log)  # the comparison's share is fixed below
+    log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
+        f"then {len(models)} rows x {len(seeds)} seeds")
+    for model, point in todo:
+        name, overrides = parse_model_spec(model)
+        start = time.time()
+        result = run_recbole_micro(model=name, dataset=dataset, config_file_list=config_file_list, saved=False,
+                                   config_dict={**(config_dict or {}), **overrides, **point, "seed": tune_seed})
+        trial = {"model": model, "point": point, "seed": tune_seed, "seconds": round(time.time() - start, 1),
+                 "best_valid_score": result["best_valid_score"], "valid_score_bigger": result["valid_score_bigger"],
+                 **metric_columns(result)}
+        with open(out_dir / "tuning.jsonl", "a") as f:
+            f.write(json.dumps(trial) + "\n")
+        progress.finished(f"tuning {model} at {point}", result)
+    trials = read_trials(out_dir)
+    chosen = {}
+    for model in models:
+        mine = [t for t in trials if t["model"] == model and point_key(t["point"]) in
+                {point_key(p) for p in grid_points(grids[model])}]
+        chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine))
+    write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
+    (out_dir / "tuning.md").write_text(tuning_table(chosen, grids, tune_seed) + "\n")
+    rows = [_with_point(model, chosen[model]["point"]) for model in models]
+    finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
+    results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
+                             proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress)
+    table = out_dir / "table.md"
+    table.write_text(table.read_text() + "\n" + chosen_settings(chosen, tune_seed) + "\n")
+    return results, chosen
+
+
+def _with_point(model, point):
+    """The comparison row for ``model`` at ``point``: the spec with the chosen settings added."""
+    name, overrides = parse_model_spec(model)
+    settings = {**overrides, **point}
+    return name + (":" + ",".join(f"{k}={v}" for k, v in settings.items()) if settings else "")
+
+
+def tuning_table(chosen, grids, seed):
+    lines = [f"Each row tuned on validation (seed {seed}, one full run per point); test never used to choose.", "",
+             "| Row | budget (points) | grid | chosen | valid score |", "|---|---:|---|---|---:|"]
+    for model, trial in chosen.items():
+        grid = ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grids[model].items())
+        point = ", ".join(f"{k}={v}" for k, v in trial["point"].items())
+        lines.append(f"| {model} | {trial['budget']} | {grid} | {point} | {trial['best_valid_score']:.4f} |")
+    return "\n".join(lines)
+
+
+def chosen_settings(chosen, seed):
+    lines = [f"Chosen on validation (seed {seed}), per row: budget, settings."]
+    for model, trial in chosen.items():
+        point = ", ".join(f"{k}={v}" for k, v in trial["point"].items())
+        lines.append(f"- {model}: {trial['budget']} points; {point}")
+    return "\n".join(lines)
+

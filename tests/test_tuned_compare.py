@@ -1,0 +1,81 @@
+"""A tuned comparison: each row tuned on validation with the same budget, then compared over seeds."""
+import json
+
+import pytest
+
+from recbole_micro.compare import read_runs
+from recbole_micro.errors import ModelSpecError
+from recbole_micro.results import Progress
+from recbole_micro.tuned_compare import choose, grid_points, parse_grid, read_hyper_grid, run_tuned_comparison
+
+from helpers import REPO, run_script
+
+
+def test_the_choice_follows_validation_even_when_another_point_is_best_on_test():
+    trials = [
+        {"point": {"lr": 1}, "best_valid_score": 0.30, "test_recall@20": 0.50},  # best on test
+        {"point": {"lr": 2}, "best_valid_score": 0.40, "test_recall@20": 0.20},  # best on validation
+        {"point": {"lr": 3}, "best_valid_score": 0.40, "test_recall@20": 0.45},  # tie: the first tried wins
+    ]
+    assert choose(trials)["point"] == {"lr": 2}
+    assert choose(trials, bigger=False)["point"] == {"lr": 1}  # a loss-like valid metric: smaller is better
+
+
+def test_grids_from_the_command_line_and_from_hyper_files():
+    assert parse_grid("learning_rate=5e-4,1e-3 reg_weight=0,1e-4") == {"learning_rate": [5e-4, 1e-3],
+                                                                       "reg_weight": [0, 1e-4]}
+    assert len(grid_points(parse_grid("a=1,2,3 b=True,False"))) == 6
+    with pytest.raises(ModelSpecError, match="write name=v1,v2"):
+        parse_grid("learning_rate")
+    assert read_hyper_grid(REPO / "hyper" / "LightGCN.hyper") == {"learning_rate": [1e-4, 5e-4, 1e-3, 5e-3],
+                                                                  "reg_weight": [0, 1e-5, 1e-4, 1e-3]}
+
+
+def test_progress_lines_count_runs_and_estimate_the_time_left():
+    lines = []
+    progress = Progress(4, lines.append)
+    progress.finished("BPR seed 1", {"best_valid_result": {"recall@20": 0.25}, "test_result": {"recall@20": 0.3}})
+    assert lines[0].startswith("[1/4] BPR seed 1: valid Recall@20 0.2500, test 0.3000; ")
+    assert "elapsed, about" in lines[0] and lines[0].endswith("left")
+
+
+def test_each_row_is_tuned_on_validation_then_compared_and_a_rerun_runs_nothing(tiny, monkeypatch):
+    out = tiny.root / "fair"
+    lines = []
+    settings = tiny.config_dict(epochs=1)
+    rows, chosen = run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out, grid=parse_grid("learning_rate=1e-3,5e-2"),
+                                        config_dict=settings, proposed=["VBPR"], log=lines.append)
+    trials = [json.loads(line) for line in (out / "tuning.jsonl").read_text().splitlines()]
+    assert sorted((t["model"], t["point"]["learning_rate"]) for t in trials) == [
+        ("BPR", 1e-3), ("BPR", 5e-2), ("VBPR", 1e-3), ("VBPR", 5e-2)]
+    for model in ("BPR", "VBPR"):
+        mine = [t for t in trials if t["model"] == model]
+        assert chosen[model]["point"] == max(mine, key=lambda t: t["best_valid_score"])["point"]
+        assert chosen[model]["budget"] == 2 and all(t["seed"] == 1 for t in mine)
+    runs = read_runs(out)
+    assert sorted(r["seed"] for r in runs) == [1, 1, 2, 2]
+    for run in runs:  # each row ran at its chosen point
+        config = json.loads((out / run["config"]).read_text())
+        model = run["model"].split(":")[0]
+        assert config["learning_rate"] == chosen[model]["point"]["learning_rate"]
+    table = (out / "table.md").read_text()
+    assert "Chosen on validation (seed 1)" in table and "- BPR: 2 points; learning_rate=" in table
+    assert "| BPR | 2 | learning_rate ∈ {0.001, 0.05} |" in (out / "tuning.md").read_text()
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == [f"[{i}/8" for i in range(1, 9)]
+
+    import recbole_micro.quick_start as quick_start
+
+    monkeypatch.setattr(quick_start, "run_recbole_micro", lambda *a, **k: pytest.fail("a finished run ran again"))
+    again, chosen_again = run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out,
+                                               grid=parse_grid("learning_rate=1e-3,5e-2"), config_dict=settings,
+                                               proposed=["VBPR"], log=lambda *a: None)
+    assert chosen_again == chosen and len(again) == 4
+
+
+def test_the_command_line_refuses_a_row_without_a_grid_before_any_run(tiny):
+    result = run_script("-d", "tiny", "--compare", "BPR", "Pop", "--tune-each", "--out", str(tiny.root / "f"),
+                        cwd=tiny.root)
+    assert result.returncode == 2 and "Pop.hyper" in result.stderr and "--tune-grid" in result.stderr
+    assert not (tiny.root / "f" / "tuning.jsonl").exists()
+    result = run_script("-d", "tiny", "--compare", "BPR", "--tune-grid", "learning_rate=1e-3", cwd=tiny.root)
+    assert result.returncode == 2 and "add --tune-each" in result.stderr
