@@ -15,7 +15,8 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 - ``seeds.md``: test Recall@20 seed by seed, and each row's paired difference from the first
   proposed row (runs with the same seed share the data split, so the paired difference is
   the fair test of a gap smaller than the spread over seeds);
-- ``chart.png``: the same numbers as grouped bars with std error bars.
+- ``chart.png``: one panel per metric with every seed as a point beside its row's mean (the axis
+  fitted to the data), and a panel of paired differences from the first proposed row.
 """
 import json
 import logging
@@ -178,7 +179,7 @@ def write_outputs(rows, models, out_dir, proposed=None):
     proposed = list(proposed or DEFAULT_PROPOSED)
     (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
     (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=_first_proposed(rows, models, proposed)) + "\n")
-    plot_comparison(rows, models, out_dir / "chart.png")
+    plot_comparison(rows, models, out_dir / "chart.png", reference=_first_proposed(rows, models, proposed))
 
 
 def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
@@ -293,22 +294,55 @@ def model_colors(n):
     return [colormaps["hsv"](k / n) for k in range(n)]
 
 
-def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test"):
-    """Grouped bars (one group per metric, one bar per model) with std error bars, as PNG."""
+def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test", reference=None):
+    """One panel per metric (every seed a point, the mean a bar tick, the axis fitted to the data)
+    and a panel of paired differences from ``reference`` in test Recall@20 (per seed, and the mean).
+
+    Rows are the same across the panels, one colour each. Differences are paired by seed: runs
+    with one seed share the data split, so a row whose points all lie left of zero is behind the
+    reference in every seed.
+    """
     plt = pyplot()
     stats = summarize(rows, models, metrics, split)
     names = list(stats)
-    width = 0.8 / max(len(names), 1)
-    colors = model_colors(len(names))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(metrics) * max(len(names), 1) * 0.35, 3.6))
-    for k, model in enumerate(names):
-        x = np.arange(len(metrics)) + (k - (len(names) - 1) / 2) * width
-        ax.bar(x, [stats[model][m][0] for m in metrics], width, yerr=[stats[model][m][1] for m in metrics],
-               capsize=2, label=model, color=colors[k])
-    ax.set_xticks(np.arange(len(metrics)), metrics)
-    ax.set_ylabel(f"{split} metric (mean over seeds)")
-    ax.legend(fontsize=7, ncol=2)
+    runs = {(r["model"], r["seed"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    colors = dict(zip(names, model_colors(len(names))))
+    paired = reference in stats and len(names) > 1
+    panels = len(metrics) + paired
+    fig, axes = plt.subplots(1, panels, figsize=(2.6 * panels + 1.6, 0.42 * len(names) + 1.4), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    y = np.arange(len(names))[::-1]
+    for ax, metric in zip(axes, metrics):
+        for k, model in zip(y, names):
+            values = [float(runs[(model, s)][f"{split}_{metric}"]) for s in seeds if (model, s) in runs]
+            ax.scatter(values, [k] * len(values), s=14, color=colors[model], alpha=0.8, zorder=3)
+            ax.plot([stats[model][metric][0]] * 2, [k - 0.32, k + 0.32], color="black", lw=1.6, zorder=4)
+        ax.set_title(metric.replace("recall", "Recall").replace("ndcg", "NDCG").replace("precision", "Precision"),
+                     fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.margins(x=0.15)
+    if paired:
+        ax = axes[-1]
+        metric = metrics[0]
+        for k, model in zip(y, names):
+            diffs = [float(runs[(model, s)][f"{split}_{metric}"]) - float(runs[(reference, s)][f"{split}_{metric}"])
+                     for s in seeds if (model, s) in runs and (reference, s) in runs]
+            if model == reference or not diffs:
+                continue
+            ax.scatter(diffs, [k] * len(diffs), s=14, color=colors[model], alpha=0.8, zorder=3)
+            ax.plot([np.mean(diffs)] * 2, [k - 0.32, k + 0.32], color="black", lw=1.6, zorder=4)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"{metric} − {reference}, per seed", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, names, fontsize=7)
+    fig.suptitle(f"{split}: each seed a dot, the mean a black tick ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
