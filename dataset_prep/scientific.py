@@ -17,7 +17,8 @@ modalities:
   modality is built. Structurally different from the text embedding: a bag of catalogue terms,
   no title. Items without any term follow ``missing: mean``.
 
-Items are tokens (ASINs), users the source's user indices.
+Items are tokens (ASINs), users the source's user indices. A repeated purchase is one
+interaction; users left with fewer than 3 distinct items are left out (reported).
 
 Example:
     python -m dataset_prep.scientific --source ../shared/data/amazon-scientific --out dataset
@@ -35,6 +36,7 @@ from dataset_prep.split import split_dataset
 
 CATEGORY_ROOT = "Industrial & Scientific"
 META_DIM = 64
+MIN_ITEMS = 3  # distinct items a user needs for one in each of train, valid and test
 SVD_SEED = 2020
 
 
@@ -124,6 +126,11 @@ def read_histories(source):
 def prepare(source, out, name="scientific", max_users=None, seed=123, encoder=None, log=print):
     """The whole preparation (see the module docstring); returns the dataset folder."""
     histories = read_histories(source)[:max_users]
+    short = [user for user, items in histories if len(set(items)) < MIN_ITEMS]
+    if short:  # repeated purchases leave a few users with fewer distinct items than a split needs
+        log(f"  {len(short)} users with fewer than {MIN_ITEMS} distinct items left out (train, valid and test "
+            "each need one)")
+        histories = [(user, items) for user, items in histories if len(set(items)) >= MIN_ITEMS]
     texts = read_text(Path(source) / "Scientific.text")
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)

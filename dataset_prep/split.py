@@ -63,6 +63,10 @@ def official_warm_split(pairs, seed=123):
     by_user = OrderedDict()
     for user, item in pairs:
         by_user.setdefault(user, []).append(item)
+    few = [user for user, items in by_user.items() if len(items) < 2]
+    if few:
+        raise PrepError(f"{len(few)} users have a single interaction (e.g. {few[:3]}): the official split holds "
+                        "out 2 per user. Filter the interactions first (a k-core, e.g. --kcore 5 in amazon_raw).")
     splits = {s: [] for s in SPLITS}
     for user, items in by_user.items():
         n = len(items)

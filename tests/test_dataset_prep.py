@@ -191,6 +191,13 @@ def test_official_warm_split_follows_the_official_procedure(tmp_path):
     assert before != {s: (tmp_path / "toy" / f"toy.{s}.inter").read_bytes() for s in ("train", "valid", "test")}
 
 
+def test_official_split_refuses_a_user_with_one_interaction_clearly(tmp_path):
+    pairs = [("a", f"a{k}") for k in range(5)] + [("z", "a0")]
+    write_inter(tmp_path / "toy", "toy", pairs, sorted({i for _, i in pairs}))
+    with pytest.raises(PrepError, match=r"1 users have a single interaction \(e.g. \['z'\]\).*k-core"):
+        split_dataset(tmp_path / "toy", "toy", "official", log=quiet)
+
+
 def test_cold_start_split(tmp_path):
     items = [f"i{k}" for k in range(10)]
     pairs = [("u1", "i0"), ("u1", "i1"), ("u1", "i4"), ("u2", "i2"), ("u2", "i3"), ("u3", "i4"), ("u3", "i5")]

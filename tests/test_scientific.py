@@ -62,6 +62,20 @@ def test_a_slice_of_scientific_prepares_with_both_modalities_aligned(tmp_path):
     assert any("interactions" in line for line in lines)
 
 
+@requires_shared("data", "amazon-scientific", "Scientific.text")
+def test_users_with_too_few_distinct_items_are_left_out_and_reported(tmp_path):
+    from dataset_prep.scientific import read_histories
+
+    short = [u for u, items in read_histories(SOURCE) if len(set(items)) < 3]
+    assert short  # the shared file has two such users (repeated purchases)
+    lines = []
+    out = prepare(SOURCE, tmp_path, encoder=LengthEncoder(), log=lines.append,
+                  max_users=max(int(u) for u in short) + 1)
+    users = {line.split("\t")[0] for line in (out / "scientific.inter").read_text().splitlines()[1:]}
+    assert not users & set(short)
+    assert any(f"{len(short)} users with fewer than 3 distinct items left out" in line for line in lines)
+
+
 def test_a_missing_source_names_the_folder(tmp_path):
     with pytest.raises(PrepError, match="Scientific.item2index not found: pass --source"):
         prepare(tmp_path / "nowhere", tmp_path / "out", encoder=LengthEncoder(), log=lambda *a: None)
