@@ -121,7 +121,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     for model, point in todo:
         name, overrides = parse_model_spec(model)
         start = time.time()
-        result = run_recbole_micro(model=name, dataset=dataset, config_file_list=config_file_list, saved=False,
+        result = run_recbole_micro(model=name, dataset=dataset, config_file_list=config_file_list,
                                    config_dict={**(config_dict or {}), **overrides, **point, "seed": tune_seed})
         trial = {"model": model, "point": point, "seed": tune_seed, "seconds": round(time.time() - start, 1),
                  "best_valid_score": result["best_valid_score"], "valid_score_bigger": result["valid_score_bigger"],
