@@ -33,6 +33,12 @@ def build_parser():
                         help="continue an interrupted run (same settings) from its checkpoint or .resume.pth file")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="also read pickled (RecBole-format) checkpoints, which can run code: trusted files only")
+    use = parser.add_argument_group("use a trained model (see README, 'After training')")
+    use.add_argument("--recommend", metavar="CHECKPOINT", help="write top-K recommendations of this checkpoint to --out")
+    use.add_argument("--k", type=int, default=20, help="recommendations per user (default 20)")
+    use.add_argument("--users", nargs="+", metavar="TOKEN", help="these users only (default: every user)")
+    use.add_argument("--exclude", nargs="+", default=["train"], choices=["train", "valid"],
+                     help="histories never recommended (default: train)")
     ddp = parser.add_argument_group("several processes (RecBole's DDP; see README, 'Several GPUs or machines')")
     ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU, or CPU processes)")
     ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
@@ -50,7 +56,8 @@ def build_parser():
     compare.add_argument("--tune-grid", default=None, metavar="GRID",
                          help='one grid for every row, e.g. "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" '
                               "(default: each model's hyper/<Model>.hyper)")
-    compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>)")
+    compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>); "
+                         "with --recommend, the .csv or .parquet file")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
     tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file (see hyper/)")
     tune.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
@@ -85,6 +92,8 @@ def main(argv=None):
     try:
         if several and (args.compare or args.tune):
             raise DistributedError("--nproc/--world_size train one run; --compare and --tune run one process per run.")
+        if args.recommend:
+            return recommend(args)
         if args.compare:
             return compare(args, config_files)
         if args.tune:
@@ -96,6 +105,18 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary(args.model, args.dataset, result))
+    return 0
+
+
+def recommend(args):
+    from recbole_micro.errors import RecBoleMicroError
+    from recbole_micro.serve import Recommender
+
+    if not args.out:
+        raise RecBoleMicroError("--recommend needs --out recs.csv (or .parquet): where the recommendations go.")
+    recommender = Recommender.load(args.recommend, exclude=tuple(args.exclude), trust_checkpoint=args.trust_checkpoint)
+    rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users)
+    print(f"{rows} recommendations ({args.k} per user) in {args.out}")
     return 0
 
 

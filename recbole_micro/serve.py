@@ -1,0 +1,130 @@
+"""Using a trained model: top-K recommendations for its users, from a saved checkpoint.
+
+Every model scores through its own ``full_sort_predict`` (no second scoring path), for a batch
+of users at a time, so all users of a large catalogue fit in bounded memory. Each user's
+training items (and, with ``exclude=("train", "valid")``, validation items) are never
+recommended; neither is the padding item 0.
+
+    from recbole_micro.serve import Recommender
+    recommender = Recommender.load("saved/MICRO-....pth")
+    tokens, items, scores = recommender.recommend(["196", "186"], k=20)
+    recommender.write_recommendations("recs.parquet", k=20)          # every user, in batches
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_micro.errors import RecBoleMicroError
+
+EXCLUDABLE = ("train", "valid")
+
+
+class ServeError(RecBoleMicroError, ValueError):
+    """A recommendation request names an unknown user, a bad file type or a bad setting."""
+
+
+class Recommender:
+    """A trained model, its dataset and the histories to exclude, loaded once."""
+
+    def __init__(self, config, model, dataset, splits, exclude=("train",)):
+        unknown = set(exclude) - set(EXCLUDABLE)
+        if unknown:
+            raise ServeError(f"exclude {sorted(unknown)}: only {', '.join(EXCLUDABLE)} histories can be excluded.")
+        self.config, self.model, self.dataset = config, model.eval(), dataset
+        self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
+        self.device = config["device"]
+        history = None
+        for name in exclude:
+            matrix = splits[name].dataset.inter_matrix(form="csr").astype(bool)
+            history = matrix if history is None else (history + matrix).astype(bool)
+        self.history = history.tocsr() if history is not None else None
+
+    @classmethod
+    def load(cls, model_file, exclude=("train",), trust_checkpoint=False):
+        """A :class:`Recommender` from a checkpoint (read without running code; see :mod:`recbole_micro.checkpoints`)."""
+        from recbole_micro.quick_start import load_data_and_model
+
+        config, model, dataset, train, valid, _ = load_data_and_model(model_file, trust_checkpoint=trust_checkpoint)
+        return cls(config, model, dataset, {"train": train, "valid": valid}, exclude)
+
+    def user_ids(self, user_tokens=None):
+        """Internal ids of ``user_tokens`` (all users when None), refusing unknown tokens by name."""
+        if user_tokens is None:
+            return np.arange(1, self.dataset.user_num)
+        tokens = [str(t) for t in user_tokens]
+        known = self.dataset.field2token_id[self.uid_field]
+        missing = [t for t in tokens if t not in known]
+        if missing:
+            raise ServeError(f"Unknown user token(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
+                             f"not users of dataset {self.config['dataset']}.")
+        return np.array([known[t] for t in tokens])
+
+    @torch.no_grad()
+    def scores(self, user_ids):
+        """(len(user_ids), n_items) scores from ``full_sort_predict``, excluded items at -inf."""
+        users = torch.as_tensor(np.asarray(user_ids), dtype=torch.long, device=self.device)
+        scores = self.model.full_sort_predict(Interaction({self.uid_field: users}).to(self.device))
+        scores = scores.view(len(users), -1).float().clone()
+        scores[:, 0] = -torch.inf  # the padding item
+        if self.history is not None:
+            rows = self.history[np.asarray(user_ids)].tocoo()
+            scores[torch.as_tensor(rows.row, dtype=torch.long), torch.as_tensor(rows.col, dtype=torch.long)] = -torch.inf
+        return scores
+
+    def recommend(self, user_tokens=None, k=20, batch_users=None):
+        """(user tokens, (n, k) item tokens, (n, k) scores), best first; all users when None."""
+        ids = self.user_ids(user_tokens)
+        parts = list(self.iter_batches(ids, k, batch_users))
+        if not parts:
+            return np.array([]), np.empty((0, k), dtype=object), np.empty((0, k), dtype=np.float32)
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def iter_batches(self, user_ids, k, batch_users=None):
+        """(user tokens, item tokens, scores) per batch of users."""
+        if not 1 <= k < self.dataset.item_num:
+            raise ServeError(f"k is {k}: it must be in [1, {self.dataset.item_num - 1}] (the number of items).")
+        batch_users = batch_users or max(1, (1 << 24) // self.dataset.item_num)  # 2^24 scores at a time
+        for start in range(0, len(user_ids), batch_users):
+            batch = user_ids[start:start + batch_users]
+            top_scores, top_items = torch.topk(self.scores(batch), k, dim=1)
+            yield (self.dataset.id2token(self.uid_field, batch),
+                   self.dataset.id2token(self.iid_field, top_items.cpu().numpy()),
+                   top_scores.cpu().numpy())
+
+    def write_recommendations(self, path, k=20, user_tokens=None, batch_users=None):
+        """Write ``user, rank, item, score`` rows (CSV or Parquet, by the suffix) batch by batch; the row count."""
+        import pandas as pd
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".parquet"):
+            raise ServeError(f"{path}: write recommendations to a .csv or a .parquet file.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        writer, rows = None, 0
+        try:
+            for users, items, scores in self.iter_batches(self.user_ids(user_tokens), k, batch_users):
+                frame = pd.DataFrame({"user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
+                                      "item": items.reshape(-1), "score": scores.reshape(-1)})
+                if suffix == ".csv":
+                    frame.to_csv(tmp, mode="a" if rows else "w", header=not rows, index=False)
+                else:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table)
+                rows += len(frame)
+            if writer is not None:
+                writer.close()
+                writer = None
+            tmp.replace(path)
+        finally:
+            if writer is not None:
+                writer.close()
+            if tmp.exists():
+                tmp.unlink()
+        return rows

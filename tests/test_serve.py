@@ -1,0 +1,89 @@
+"""Recommendations from a saved checkpoint equal full_sort_predict's top-K with the history masked."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
+from recbole_micro.serve import Recommender, ServeError
+
+from helpers import run_script
+
+
+@pytest.fixture(params=["VBPR", "BPR"])
+def trained(request, tiny):
+    result = run_recbole_micro(model=request.param, dataset="tiny", config_dict=tiny.config_dict(epochs=2))
+    return result["saved_model_file"]
+
+
+def expected_top_k(model_file, k, exclude=("train",)):
+    """The reference: every user's full_sort_predict row, history and padding masked, argsort."""
+    config, model, dataset, train, valid, _ = load_data_and_model(model_file)
+    model.eval()
+    users = torch.arange(1, dataset.user_num)
+    with torch.no_grad():
+        scores = model.full_sort_predict(Interaction({dataset.uid_field: users})).view(len(users), -1).clone()
+    scores[:, 0] = -torch.inf
+    for name, split in (("train", train), ("valid", valid)):
+        if name in exclude:
+            history = torch.as_tensor(split.dataset.inter_matrix(form="csr").toarray()[1:], dtype=torch.bool)
+            scores[history] = -torch.inf
+    order = torch.argsort(scores, dim=1, descending=True)[:, :k]
+    return dataset.id2token(dataset.uid_field, users.numpy()), dataset.id2token(dataset.iid_field, order.numpy())
+
+
+def test_top_k_equals_full_sort_predict_with_the_history_masked(trained):
+    users, items, scores = Recommender.load(trained).recommend(k=5, batch_users=7)  # several batches
+    want_users, want_items = expected_top_k(trained, 5)
+    assert users.tolist() == want_users.tolist() and items.tolist() == want_items.tolist()
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+
+def test_excluding_validation_too_leaves_out_those_items(trained):
+    config, _, dataset, _, valid, _ = load_data_and_model(trained)
+    users, items, _ = Recommender.load(trained, exclude=("train", "valid")).recommend(k=5)
+    want_users, want_items = expected_top_k(trained, 5, exclude=("train", "valid"))
+    assert items.tolist() == want_items.tolist()
+    seen = valid.dataset.inter_matrix(form="csr")
+    for user, row in zip(users, items):
+        uid = dataset.token2id(dataset.uid_field, user)
+        valid_items = set(dataset.id2token(dataset.iid_field, seen[uid].indices))
+        assert not valid_items & set(row)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_written_files_round_trip_with_tokens(trained, tmp_path, suffix):
+    recommender = Recommender.load(trained)
+    users, items, scores = recommender.recommend(["u03", "u17"], k=4)
+    path = tmp_path / f"recs{suffix}"
+    assert recommender.write_recommendations(path, k=4, user_tokens=["u03", "u17"], batch_users=1) == 8
+    frame = pd.read_csv(path, dtype={"user": str, "item": str}) if suffix == ".csv" else pd.read_parquet(path)
+    assert frame["user"].tolist() == ["u03"] * 4 + ["u17"] * 4
+    assert frame["rank"].tolist() == [1, 2, 3, 4] * 2
+    assert frame["item"].tolist() == items.reshape(-1).tolist()
+    np.testing.assert_allclose(frame["score"].to_numpy(), scores.reshape(-1), rtol=1e-6)
+
+
+def test_bad_requests_are_clear_errors(trained, tmp_path):
+    recommender = Recommender.load(trained)
+    with pytest.raises(ServeError, match=r"Unknown user token\(s\) \['nobody'\]"):
+        recommender.recommend(["u01", "nobody"], k=3)
+    with pytest.raises(ServeError, match="k is 0"):
+        recommender.recommend(k=0)
+    with pytest.raises(ServeError, match="a .csv or a .parquet file"):
+        recommender.write_recommendations(tmp_path / "recs.json")
+    with pytest.raises(ServeError, match="only train, valid"):
+        Recommender.load(trained, exclude=("test",))
+
+
+def test_the_command_line_writes_recommendations(tiny):
+    result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
+    out = tiny.root / "recs.csv"
+    done = run_script("--recommend", result["saved_model_file"], "--k", "3", "--users", "u01", "u02",
+                      "--out", str(out), cwd=tiny.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "6 recommendations" in done.stdout
+    assert pd.read_csv(out, dtype=str)["user"].tolist() == ["u01"] * 3 + ["u02"] * 3
+    bad = run_script("--recommend", result["saved_model_file"], "--users", "ghost", "--out", str(out), cwd=tiny.root)
+    assert bad.returncode == 2 and "ghost" in bad.stderr and "Traceback" not in bad.stderr
