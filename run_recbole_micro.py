@@ -35,6 +35,9 @@ def build_parser():
                         help="also read pickled (RecBole-format) checkpoints, which can run code: trusted files only")
     use = parser.add_argument_group("use a trained model (see README, 'After training')")
     use.add_argument("--recommend", metavar="CHECKPOINT", help="write top-K recommendations of this checkpoint to --out")
+    use.add_argument("--export-embeddings", metavar="CHECKPOINT",
+                     help="write the final user and item embeddings of this checkpoint to the folder --out")
+    use.add_argument("--faiss", action="store_true", help="with --export-embeddings: also an exact faiss IndexFlatIP")
     use.add_argument("--k", type=int, default=20, help="recommendations per user (default 20)")
     use.add_argument("--users", nargs="+", metavar="TOKEN", help="these users only (default: every user)")
     use.add_argument("--exclude", nargs="+", default=["train"], choices=["train", "valid"],
@@ -94,6 +97,8 @@ def main(argv=None):
             raise DistributedError("--nproc/--world_size train one run; --compare and --tune run one process per run.")
         if args.recommend:
             return recommend(args)
+        if args.export_embeddings:
+            return export(args)
         if args.compare:
             return compare(args, config_files)
         if args.tune:
@@ -117,6 +122,19 @@ def recommend(args):
     recommender = Recommender.load(args.recommend, exclude=tuple(args.exclude), trust_checkpoint=args.trust_checkpoint)
     rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users)
     print(f"{rows} recommendations ({args.k} per user) in {args.out}")
+    return 0
+
+
+def export(args):
+    from recbole_micro.errors import RecBoleMicroError
+    from recbole_micro.serve import export_embeddings
+
+    if not args.out:
+        raise RecBoleMicroError("--export-embeddings needs --out DIR: the folder the embeddings go to.")
+    written = export_embeddings(args.export_embeddings, args.out, with_faiss=args.faiss,
+                                trust_checkpoint=args.trust_checkpoint)
+    for what, paths in written.items():
+        print(f"{what}: " + ", ".join(str(p) for p in (paths if isinstance(paths, tuple) else (paths,))))
     return 0
 
 

@@ -87,3 +87,49 @@ def test_the_command_line_writes_recommendations(tiny):
     assert pd.read_csv(out, dtype=str)["user"].tolist() == ["u01"] * 3 + ["u02"] * 3
     bad = run_script("--recommend", result["saved_model_file"], "--users", "ghost", "--out", str(out), cwd=tiny.root)
     assert bad.returncode == 2 and "ghost" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("model_name", ["VBPR", "MICRO", "LightGCN", "BPR"])
+def test_exported_embeddings_reproduce_the_scores_and_faiss_finds_the_same_top_k(tiny, model_name):
+    from recbole_micro.serve import export_embeddings
+
+    result = run_recbole_micro(model=model_name, dataset="tiny", config_dict=tiny.config_dict(epochs=1))
+    written = export_embeddings(result["saved_model_file"], tiny.root / "emb", with_faiss=True)
+    users = np.load(written["user"][0])
+    items = np.load(written["item"][0])
+    user_tokens = written["user"][1].read_text().split()
+    item_tokens = written["item"][1].read_text().split()
+    config, model, dataset, _, _, _ = load_data_and_model(result["saved_model_file"])
+    model.eval()
+    sample = ["u00", "u07", "u33"]
+    ids = torch.tensor([dataset.token2id(dataset.uid_field, t) for t in sample])
+    with torch.no_grad():
+        full = model.full_sort_predict(Interaction({dataset.uid_field: ids})).view(len(ids), -1)[:, 1:]
+    order = [dataset.token2id(dataset.iid_field, t) - 1 for t in item_tokens]  # file rows in model order
+    exported = users[[user_tokens.index(t) for t in sample]] @ items.T
+    np.testing.assert_allclose(exported[:, np.argsort(order)], full.numpy(), rtol=1e-4, atol=1e-5)
+    import faiss
+
+    index = faiss.read_index(str(written["faiss"]))
+    _, found = index.search(np.ascontiguousarray(users[[user_tokens.index(t) for t in sample]]), 5)
+    expected = torch.argsort(full, dim=1, descending=True)[:, :5].numpy()
+    assert [[item_tokens[i] for i in row] for row in found] == \
+        [list(dataset.id2token(dataset.iid_field, row + 1)) for row in expected]
+
+
+def test_a_model_without_inner_product_scores_is_refused(tiny):
+    from recbole_micro.serve import export_embeddings
+
+    result = run_recbole_micro(model="ItemKNN", dataset="tiny", config_dict=tiny.config_dict(k=5))
+    with pytest.raises(ServeError, match="ItemKNN has no user and item embeddings"):
+        export_embeddings(result["saved_model_file"], tiny.root / "emb")
+
+
+def test_the_command_line_exports_embeddings(tiny):
+    result = run_recbole_micro(model="BPR", dataset="tiny", config_dict=tiny.config_dict())
+    done = run_script("--export-embeddings", result["saved_model_file"], "--out", str(tiny.root / "emb"), cwd=tiny.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.load(tiny.root / "emb" / "tiny.item.npy").shape[0] == len((tiny.root / "emb" / "tiny.item.tokens")
+                                                                        .read_text().split())
+    missing = run_script("--export-embeddings", result["saved_model_file"], cwd=tiny.root)
+    assert missing.returncode == 2 and "needs --out DIR" in missing.stderr

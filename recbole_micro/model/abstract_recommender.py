@@ -114,6 +114,10 @@ class InnerProductRecommender(MultimodalRecommender):
     def clear_cache(self):
         self.restore_user_e, self.restore_item_e = None, None
 
+    def export_embeddings(self):
+        """(U, d) user and (N, d) item vectors whose inner products are ``full_sort_predict``'s scores."""
+        return self.final_embeddings_cached()
+
     def train(self, mode=True):
         self.clear_cache()  # new mode or new weights: recompute
         return super().train(mode)

@@ -119,6 +119,13 @@ class VBPR(MultimodalRecommender):
     def predict(self, interaction):
         return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
 
+    def export_embeddings(self):
+        """[theta_u, 1] and [gamma_i, beta_i]: the score with the item bias as one inner product."""
+        users = self.user_representation(torch.arange(self.n_users, device=self.item_bias.weight.device))
+        items, bias = self.item_representation(None)
+        ones = torch.ones(len(users), 1, device=users.device, dtype=users.dtype)
+        return torch.cat([users, ones], dim=1), torch.cat([items, bias.view(-1, 1)], dim=1)
+
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
         if self.restore_item_e is None:
