@@ -38,6 +38,8 @@ def build_parser():
     use.add_argument("--export-embeddings", metavar="CHECKPOINT",
                      help="write the final user and item embeddings of this checkpoint to the folder --out")
     use.add_argument("--faiss", action="store_true", help="with --export-embeddings: also an exact faiss IndexFlatIP")
+    use.add_argument("--explain", action="store_true",
+                     help="with --recommend (LATTICE, MICRO): also <out>.explain.jsonl, one line per (user, item)")
     use.add_argument("--k", type=int, default=20, help="recommendations per user (default 20)")
     use.add_argument("--users", nargs="+", metavar="TOKEN", help="these users only (default: every user)")
     use.add_argument("--exclude", nargs="+", default=["train"], choices=["train", "valid"],
@@ -122,6 +124,18 @@ def recommend(args):
     recommender = Recommender.load(args.recommend, exclude=tuple(args.exclude), trust_checkpoint=args.trust_checkpoint)
     rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users)
     print(f"{rows} recommendations ({args.k} per user) in {args.out}")
+    if args.explain:
+        import json
+
+        from recbole_micro.serve import explain
+
+        path = Path(args.out).with_suffix(".explain.jsonl")
+        users, items, _ = recommender.recommend(args.users, k=args.k)
+        with open(path, "w", encoding="utf-8") as f:
+            for user, row in zip(users, items):
+                for entry in explain(recommender, user, list(row)):
+                    f.write(json.dumps(entry) + "\n")
+        print(f"explanations in {path}")
     return 0
 
 

@@ -40,6 +40,7 @@ class Recommender:
             matrix = splits[name].dataset.inter_matrix(form="csr").astype(bool)
             history = matrix if history is None else (history + matrix).astype(bool)
         self.history = history.tocsr() if history is not None else None
+        self.train_history = splits["train"].dataset.inter_matrix(form="csr")
 
     @classmethod
     def load(cls, model_file, exclude=("train",), trust_checkpoint=False):
@@ -196,3 +197,90 @@ def export_embeddings(model_file, out_dir, with_faiss=False, trust_checkpoint=Fa
         write_atomically(path, lambda tmp: faiss.write_index(index, str(tmp)))
         written["faiss"] = path
     return written
+
+
+def _neighbours(graph, item, tokens, top):
+    """The ``top`` strongest edges of ``item``'s row in ``graph`` (duplicate edges summed): [{item, weight}]."""
+    weights = {}
+    for j, w in zip(graph.idx[item].tolist(), graph.val[item].tolist()):
+        weights[j] = weights.get(j, 0.0) + w
+    best = sorted(weights.items(), key=lambda kv: -kv[1])[:top]
+    return [{"item": str(tokens[j]), "weight": round(w, 6)} for j, w in best]
+
+
+@torch.no_grad()
+def explain(recommender, user_token, item_tokens, top=3):
+    """Why ``user_token`` gets each of ``item_tokens``: one dict per item, tokens only.
+
+    MICRO (TKDE Eq. 17): score = x_u.x_i + x_u.h_i + h_u.x_i + h_u.h_i, with x the CF embeddings
+    and h the normalised multimodal ones; ``because`` lists the training items j whose share of
+    h_u (h_j / (|N_u| |h_u|)) gives the largest part of the two h_u terms; ``attention`` is
+    alpha_i^m (Eq. 7); ``neighbours`` the item's strongest edges per modality graph A^m (Eq. 5).
+    LATTICE: score = x_u.x_i (cf) + x_u.h_i (item graph); ``because`` lists the user's training
+    items among the item's neighbours in the fused graph, by edge weight.
+    """
+    from torch.nn import functional as F
+
+    from recbole_micro.model.general_recommender.lattice import LATTICE
+    from recbole_micro.model.general_recommender.micro import MICRO
+    from recbole_micro.model.layers import NORM_EPS
+
+    model, dataset = recommender.model, recommender.dataset
+    if not isinstance(model, (MICRO, LATTICE)):
+        raise ServeError(f"explain covers LATTICE and MICRO; {type(model).__name__} has no item graphs to explain.")
+    (uid,) = recommender.user_ids([user_token])
+    known = dataset.field2token_id[recommender.iid_field]
+    missing = [t for t in item_tokens if str(t) not in known]
+    if missing:
+        raise ServeError(f"Unknown item token(s) {missing[:5]}: not items of dataset {recommender.config['dataset']}.")
+    items = [known[str(t)] for t in item_tokens]
+    item_names = dataset.field2id_token[recommender.iid_field]
+    user_cf, item_cf = model.cf_embeddings()
+    users = torch.as_tensor([uid], dtype=torch.long, device=recommender.device)
+    scores = model.full_sort_predict(Interaction({recommender.uid_field: users})).view(-1)  # unmasked
+    graphs = model.item_graphs()
+    out = []
+    if isinstance(model, MICRO):
+        side = model.item_multimodal_embeddings()
+        h_hat = F.normalize(side["h"], p=2, dim=1, eps=NORM_EPS)
+        _, alpha = model.fuse_shared(side["h_m"])
+        if model.use_user_pref:
+            h_u = model.user_preference(side["h"])[uid]
+            scale = 1.0 / (max(h_u.norm().item(), NORM_EPS) * max(len(model_history(model, uid)), 1))
+            h_u_hat = F.normalize(h_u, p=2, dim=0, eps=NORM_EPS)
+        for i in items:
+            terms = {"x_u.x_i": user_cf[uid] @ item_cf[i], "x_u.h_i": user_cf[uid] @ h_hat[i]}
+            entry = {"user": str(user_token), "item": str(item_names[i])}
+            if model.use_user_pref:
+                terms.update({"h_u.x_i": h_u_hat @ item_cf[i], "h_u.h_i": h_u_hat @ h_hat[i]})
+                history = model_history(model, uid)
+                shares = (side["h"][history] * scale) @ (item_cf[i] + h_hat[i])
+                order = torch.argsort(shares, descending=True)[:top]
+                entry["because"] = [{"item": str(item_names[history[k]]), "contribution": round(shares[k].item(), 6)}
+                                    for k in order.tolist()]
+            entry["terms"] = {k: round(v.item(), 6) for k, v in terms.items()}
+            entry["score"] = round(scores[i].item(), 6)
+            entry["attention"] = {m: round(alpha[i, k].item(), 6) for k, m in enumerate(model.modality_names)}
+            entry["neighbours"] = {m: _neighbours(graphs[m], i, item_names, top) for m in model.modality_names}
+            out.append(entry)
+        return out
+    h_hat = F.normalize(model.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)
+    trained_set = set(recommender.train_history[uid].indices.tolist())
+    for i in items:
+        fused = _neighbours(graphs, i, item_names, graphs.idx.shape[1])
+        out.append({
+            "user": str(user_token), "item": str(item_names[i]),
+            "terms": {"cf": round((user_cf[uid] @ item_cf[i]).item(), 6),
+                      "item_graph": round((user_cf[uid] @ h_hat[i]).item(), 6)},
+            "score": round(scores[i].item(), 6),
+            "because": [n for n in fused if known[n["item"]] in trained_set][:top],
+            "neighbours": {"fused": fused[:top]},
+        })
+    return out
+
+
+def model_history(model, uid):
+    """The training items of user ``uid`` as the model's h_u averages them (its D_R^-1 R row)."""
+    row = model.user_item_mean.to_sparse_csr() if model.user_item_mean.layout != torch.sparse_csr else model.user_item_mean
+    start, end = row.crow_indices()[uid].item(), row.crow_indices()[uid + 1].item()
+    return row.col_indices()[start:end]

@@ -133,3 +133,57 @@ def test_the_command_line_exports_embeddings(tiny):
                                                                         .read_text().split())
     missing = run_script("--export-embeddings", result["saved_model_file"], cwd=tiny.root)
     assert missing.returncode == 2 and "needs --out DIR" in missing.stderr
+
+
+@pytest.mark.parametrize("model_name", ["MICRO", "LATTICE"])
+def test_explanations_add_up_to_the_score_and_name_real_neighbours(tiny, model_name):
+    from recbole_micro.serve import explain
+
+    result = run_recbole_micro(model=model_name, dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
+    recommender = Recommender.load(result["saved_model_file"])
+    users, items, scores = recommender.recommend(["u05"], k=3)
+    entries = explain(recommender, "u05", list(items[0]))
+    dataset = recommender.dataset
+    for entry, item, score in zip(entries, items[0], scores[0]):
+        assert entry["user"] == "u05" and entry["item"] == item
+        assert sum(entry["terms"].values()) == pytest.approx(float(score), abs=1e-5)  # terms sum to the score
+        assert entry["score"] == pytest.approx(float(score), abs=1e-5)
+        for neighbours in entry["neighbours"].values():
+            assert neighbours and all(n["item"] in dataset.field2token_id["item_id"] for n in neighbours)
+            assert [n["weight"] for n in neighbours] == sorted((n["weight"] for n in neighbours), reverse=True)
+    train_items = set(dataset.id2token("item_id", recommender.train_history[dataset.token2id("user_id", "u05")].indices))
+    if model_name == "MICRO":
+        for entry in entries:
+            assert sum(entry["attention"].values()) == pytest.approx(1.0, abs=1e-5)  # Eq. 7's softmax
+            assert {b["item"] for b in entry["because"]} <= train_items
+            assert len(entry["because"]) == 3
+        # with every training item listed, their shares add up to the two h_u terms (h_u is their mean)
+        for entry in explain(recommender, "u05", list(items[0]), top=1000):
+            shares = [b["contribution"] for b in entry["because"]]
+            assert len(shares) == len(train_items)
+            assert sum(shares) == pytest.approx(entry["terms"]["h_u.x_i"] + entry["terms"]["h_u.h_i"], abs=1e-5)
+    else:
+        for entry in entries:
+            assert {b["item"] for b in entry["because"]} <= train_items
+
+
+def test_explain_refuses_unknown_tokens_and_other_models(tiny):
+    from recbole_micro.serve import explain
+
+    result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
+    with pytest.raises(ServeError, match="explain covers LATTICE and MICRO"):
+        explain(Recommender.load(result["saved_model_file"]), "u01", ["it01"])
+
+
+def test_the_command_line_writes_explanations_beside_the_recommendations(tiny):
+    import json
+
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(knn_k=4))
+    out = tiny.root / "recs.csv"
+    done = run_script("--recommend", result["saved_model_file"], "--k", "2", "--users", "u01", "u02", "--explain",
+                      "--out", str(out), cwd=tiny.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in (tiny.root / "recs.explain.jsonl").read_text().splitlines()]
+    recs = pd.read_csv(out, dtype=str)
+    assert [(e["user"], e["item"]) for e in lines] == list(zip(recs["user"], recs["item"]))
+    assert {"terms", "because", "attention", "neighbours", "score"} <= set(lines[0])
