@@ -4,7 +4,8 @@
 # one full run per point), then its chosen point on seeds 2020, 2021, 2022. Resumable: a re-run
 # skips every finished run (tuning.jsonl, runs.jsonl) and resumes an interrupted comparison run
 # from its last epoch. Rows are ordered cheap first. Results and logs in
-# benchmarks/results/scientific/ (table.md, seeds.md, tuning.md, chart.png).
+# benchmarks/results/scientific/ (table.md, seeds.md, tuning.md, chart.png); then the Table 5
+# ablations at MICRO's chosen point in benchmarks/results/scientific-ablations/.
 #
 # Needs dataset/scientific (python -m dataset_prep.scientific, 2.5 min). On the project's 2-core
 # CPU this is many hours (about 130 full runs; MICRO with the exact L_C is ~19 s an epoch here):
@@ -18,3 +19,13 @@ test -f dataset/scientific/scientific.yaml || "$PY" -m dataset_prep.scientific -
     --compare ItemKNN BPR LightGCN VBPR NGCF SGL LATTICE MMGCN GRCN MICRO:cl_anchors=batch MICRO \
     --tune-each --tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" \
     --proposed MICRO --seeds 2020 2021 2022 --out "$OUT"
+
+# Table 5: the MICRO ablations at MICRO's tuned point (from chosen.json), same seeds, resumable.
+POINT=$("$PY" -c "
+import json, sys
+chosen = json.load(open('$OUT/chosen.json'))['MICRO']['point']
+print(','.join(f'{k}={v}' for k, v in chosen.items()))")
+"$PY" run_recbole_micro.py -d scientific --show_progress=False --seeds 2020 2021 2022 --proposed MICRO \
+    --out "$OUT-ablations" --compare "MICRO:$POINT" \
+    "MICRO:$POINT,use_contrastive=False,use_specific=False" "MICRO:$POINT,use_specific=False" \
+    "MICRO:$POINT,use_user_pref=False" "MICRO:$POINT,item_repr=graph_feats" "MICRO:$POINT,item_repr=feats"

@@ -20,6 +20,7 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 """
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -56,6 +57,9 @@ def _config_as_dict(config):
             for k, v in config.final_config_dict.items()}
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def parse_model_spec(spec):
     """``"MICRO:use_specific=False,knn_k=20"`` -> ``("MICRO", {"use_specific": False, "knn_k": 20})``.
 
@@ -70,7 +74,10 @@ def parse_model_spec(spec):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ModelSpecError(f"model spec {spec!r}: write settings as key=value, e.g. MICRO:use_specific=False")
-        overrides[key.strip()] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        if isinstance(value, str) and _NUMBER.match(value):
+            value = float(value)  # YAML 1.1 reads 1e-05 (no dot) as a string; Python writes floats that way
+        overrides[key.strip()] = value
     return name.strip(), overrides
 
 

@@ -79,3 +79,15 @@ def test_the_command_line_refuses_a_row_without_a_grid_before_any_run(tiny):
     assert not (tiny.root / "f" / "tuning.jsonl").exists()
     result = run_script("-d", "tiny", "--compare", "BPR", "--tune-grid", "learning_rate=1e-3", cwd=tiny.root)
     assert result.returncode == 2 and "add --tune-each" in result.stderr
+
+
+def test_a_chosen_point_round_trips_through_the_row_label_as_numbers():
+    """Python writes 1e-05 without a dot, which YAML 1.1 would read as a string."""
+    from recbole_micro.compare import parse_model_spec
+    from recbole_micro.tuned_compare import _with_point
+
+    point = {"learning_rate": 0.0005, "reg_weight": 1e-05, "knn_k": 10, "cl_reduce": "sum", "use_specific": False}
+    row = _with_point("MICRO:cl_anchors=batch", point)
+    name, settings = parse_model_spec(row)
+    assert name == "MICRO" and settings == {"cl_anchors": "batch", **point}
+    assert type(settings["reg_weight"]) is float and type(settings["knn_k"]) is int
