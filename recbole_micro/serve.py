@@ -1,7 +1,8 @@
 """Using a trained model: top-K recommendations for its users, from a saved checkpoint.
 
 Every model scores through its own ``full_sort_predict`` (no second scoring path), for a batch
-of users at a time, so all users of a large catalogue fit in bounded memory. Each user's
+of users at a time (``eval_batch_size`` scores, as in evaluation), so all users of a large
+catalogue fit in bounded memory. Each user's
 training items (and, with ``exclude=("train", "valid")``, validation items) are never
 recommended; neither is the padding item 0.
 
@@ -35,12 +36,10 @@ class Recommender:
         self.config, self.model, self.dataset = config, model.eval(), dataset
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.device = config["device"]
-        history = None
-        for name in exclude:
-            matrix = splits[name].dataset.inter_matrix(form="csr").astype(bool)
-            history = matrix if history is None else (history + matrix).astype(bool)
-        self.history = history.tocsr() if history is not None else None
-        self.train_history = splits["train"].dataset.inter_matrix(form="csr")
+        matrices = {name: splits[name].dataset.inter_matrix(form="csr") for name in {"train", *exclude}}
+        self.train_history = matrices["train"]  # the items the model was trained on (h_u averages them)
+        self.history = (sum(matrices[name] for name in exclude) > 0).tocsr() if exclude else None
+        self._explained = None  # what explain() reads from the model, computed on its first call
 
     @classmethod
     def load(cls, model_file, exclude=("train",), trust_checkpoint=False):
@@ -54,12 +53,16 @@ class Recommender:
         """Internal ids of ``user_tokens`` (all users when None), refusing unknown tokens by name."""
         if user_tokens is None:
             return np.arange(1, self.dataset.user_num)
-        tokens = [str(t) for t in user_tokens]
-        known = self.dataset.field2token_id[self.uid_field]
+        return self.ids(self.uid_field, user_tokens, "user")
+
+    def ids(self, field, tokens, what):
+        """Internal ids of ``tokens`` of ``field``, refusing unknown tokens by name."""
+        tokens = [str(t) for t in tokens]
+        known = self.dataset.field2token_id[field]
         missing = [t for t in tokens if t not in known]
         if missing:
-            raise ServeError(f"Unknown user token(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
-                             f"not users of dataset {self.config['dataset']}.")
+            raise ServeError(f"Unknown {what} token(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
+                             f"not {what}s of dataset {self.config['dataset']}.")
         return np.array([known[t] for t in tokens])
 
     @torch.no_grad()
@@ -86,7 +89,8 @@ class Recommender:
         """(user tokens, item tokens, scores) per batch of users."""
         if not 1 <= k < self.dataset.item_num:
             raise ServeError(f"k is {k}: it must be in [1, {self.dataset.item_num - 1}] (the number of items).")
-        batch_users = batch_users or max(1, (1 << 24) // self.dataset.item_num)  # 2^24 scores at a time
+        # as RecBole's full-ranking evaluation: eval_batch_size scores at a time
+        batch_users = batch_users or max(1, self.config["eval_batch_size"] // self.dataset.item_num)
         for start in range(0, len(user_ids), batch_users):
             batch = user_ids[start:start + batch_users]
             top_scores, top_items = torch.topk(self.scores(batch), k, dim=1)
@@ -209,6 +213,37 @@ def _neighbours(graph, item, tokens, top):
 
 
 @torch.no_grad()
+def _explained_parts(recommender):
+    """What explanations read from the model, computed once per Recommender (the weights are fixed).
+
+    MICRO: the CF embeddings, the normalised h_i, h_i itself, alpha (Eq. 7), the modality graphs
+    and the h_u norms; LATTICE: the CF embeddings, the normalised h_i and the fused graph.
+    """
+    from torch.nn import functional as F
+
+    from recbole_micro.model.general_recommender.micro import MICRO
+    from recbole_micro.model.layers import NORM_EPS
+
+    if recommender._explained is None:
+        model = recommender.model
+        user_cf, item_cf = model.cf_embeddings()
+        graphs = model.item_graphs()
+        parts = {"user_cf": user_cf, "item_cf": item_cf, "graphs": graphs}
+        if isinstance(model, MICRO):
+            side = model.item_multimodal_embeddings()
+            h = side["h"]
+            parts.update(h=h, h_hat=F.normalize(h, p=2, dim=1, eps=NORM_EPS), alpha=model.fuse_shared(side["h_m"])[1])
+            if model.use_user_pref:
+                h_u = model.user_preference(h)
+                parts.update(h_u_hat=F.normalize(h_u, p=2, dim=1, eps=NORM_EPS),
+                             h_u_norm=h_u.norm(dim=1).clamp_min(NORM_EPS))
+        else:
+            parts["h_hat"] = F.normalize(model.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)
+        recommender._explained = parts
+    return recommender._explained
+
+
+@torch.no_grad()
 def explain(recommender, user_token, item_tokens, top=3):
     """Why ``user_token`` gets each of ``item_tokens``: one dict per item, tokens only.
 
@@ -219,53 +254,41 @@ def explain(recommender, user_token, item_tokens, top=3):
     LATTICE: score = x_u.x_i (cf) + x_u.h_i (item graph); ``because`` lists the user's training
     items among the item's neighbours in the fused graph, by edge weight.
     """
-    from torch.nn import functional as F
-
     from recbole_micro.model.general_recommender.lattice import LATTICE
     from recbole_micro.model.general_recommender.micro import MICRO
-    from recbole_micro.model.layers import NORM_EPS
 
     model, dataset = recommender.model, recommender.dataset
     if not isinstance(model, (MICRO, LATTICE)):
         raise ServeError(f"explain covers LATTICE and MICRO; {type(model).__name__} has no item graphs to explain.")
     (uid,) = recommender.user_ids([user_token])
-    known = dataset.field2token_id[recommender.iid_field]
-    missing = [t for t in item_tokens if str(t) not in known]
-    if missing:
-        raise ServeError(f"Unknown item token(s) {missing[:5]}: not items of dataset {recommender.config['dataset']}.")
-    items = [known[str(t)] for t in item_tokens]
+    items = recommender.ids(recommender.iid_field, item_tokens, "item").tolist()
     item_names = dataset.field2id_token[recommender.iid_field]
-    user_cf, item_cf = model.cf_embeddings()
+    parts = _explained_parts(recommender)
+    user_cf, item_cf, graphs, h_hat = parts["user_cf"], parts["item_cf"], parts["graphs"], parts["h_hat"]
     users = torch.as_tensor([uid], dtype=torch.long, device=recommender.device)
     scores = model.full_sort_predict(Interaction({recommender.uid_field: users})).view(-1)  # unmasked
-    graphs = model.item_graphs()
+    trained = recommender.train_history[uid].indices
     out = []
     if isinstance(model, MICRO):
-        side = model.item_multimodal_embeddings()
-        h_hat = F.normalize(side["h"], p=2, dim=1, eps=NORM_EPS)
-        _, alpha = model.fuse_shared(side["h_m"])
-        if model.use_user_pref:
-            h_u = model.user_preference(side["h"])[uid]
-            scale = 1.0 / (max(h_u.norm().item(), NORM_EPS) * max(len(model_history(model, uid)), 1))
-            h_u_hat = F.normalize(h_u, p=2, dim=0, eps=NORM_EPS)
         for i in items:
             terms = {"x_u.x_i": user_cf[uid] @ item_cf[i], "x_u.h_i": user_cf[uid] @ h_hat[i]}
             entry = {"user": str(user_token), "item": str(item_names[i])}
             if model.use_user_pref:
-                terms.update({"h_u.x_i": h_u_hat @ item_cf[i], "h_u.h_i": h_u_hat @ h_hat[i]})
-                history = model_history(model, uid)
-                shares = (side["h"][history] * scale) @ (item_cf[i] + h_hat[i])
+                terms.update({"h_u.x_i": parts["h_u_hat"][uid] @ item_cf[i], "h_u.h_i": parts["h_u_hat"][uid] @ h_hat[i]})
+                history = torch.as_tensor(trained, dtype=torch.long, device=h_hat.device)
+                scale = 1.0 / (parts["h_u_norm"][uid] * max(len(trained), 1))
+                shares = (parts["h"][history] * scale) @ (item_cf[i] + h_hat[i])
                 order = torch.argsort(shares, descending=True)[:top]
-                entry["because"] = [{"item": str(item_names[history[k]]), "contribution": round(shares[k].item(), 6)}
+                entry["because"] = [{"item": str(item_names[trained[k]]), "contribution": round(shares[k].item(), 6)}
                                     for k in order.tolist()]
             entry["terms"] = {k: round(v.item(), 6) for k, v in terms.items()}
             entry["score"] = round(scores[i].item(), 6)
-            entry["attention"] = {m: round(alpha[i, k].item(), 6) for k, m in enumerate(model.modality_names)}
+            entry["attention"] = {m: round(parts["alpha"][i, k].item(), 6) for k, m in enumerate(model.modality_names)}
             entry["neighbours"] = {m: _neighbours(graphs[m], i, item_names, top) for m in model.modality_names}
             out.append(entry)
         return out
-    h_hat = F.normalize(model.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)
-    trained_set = set(recommender.train_history[uid].indices.tolist())
+    trained_set = set(trained.tolist())
+    known = dataset.field2token_id[recommender.iid_field]
     for i in items:
         fused = _neighbours(graphs, i, item_names, graphs.idx.shape[1])
         out.append({
@@ -277,10 +300,3 @@ def explain(recommender, user_token, item_tokens, top=3):
             "neighbours": {"fused": fused[:top]},
         })
     return out
-
-
-def model_history(model, uid):
-    """The training items of user ``uid`` as the model's h_u averages them (its D_R^-1 R row)."""
-    row = model.user_item_mean.to_sparse_csr() if model.user_item_mean.layout != torch.sparse_csr else model.user_item_mean
-    start, end = row.crow_indices()[uid].item(), row.crow_indices()[uid + 1].item()
-    return row.col_indices()[start:end]
