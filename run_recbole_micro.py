@@ -156,7 +156,7 @@ def compare(args, config_files):
     from recbole_micro.compare import parse_model_spec, run_comparison
     from recbole_micro.config import Config
     from recbole_micro.errors import ModelSpecError
-    from recbole_micro.tuned_compare import grids_for, parse_grid, run_tuned_comparison
+    from recbole_micro.tuned_compare import parse_grid, run_tuned_comparison
 
     configs = []
     for spec in args.compare:  # an unknown name or a bad setting fails now, not after hours of other runs
@@ -166,8 +166,7 @@ def compare(args, config_files):
     settings = {} if "show_progress" in configs[0].external_config_dict else {"show_progress": sys.stdout.isatty()}
     out = args.out or f"compare/{args.dataset}"
     if args.tune_each:
-        grid = parse_grid(args.tune_grid) if args.tune_grid else None
-        grids_for(args.compare, Path(__file__).resolve().parent / "hyper", grid)  # every grid exists, before any run
+        grid = parse_grid(args.tune_grid) if args.tune_grid else None  # every row's grid is checked before any run
         run_tuned_comparison(args.compare, args.dataset, args.seeds, out, grid=grid,
                              hyper_dir=Path(__file__).resolve().parent / "hyper", config_file_list=config_files,
                              config_dict=settings, proposed=args.proposed)

@@ -301,6 +301,18 @@ def model_colors(n):
     return [colormaps["hsv"](k / n) for k in range(n)]
 
 
+def _dot_panel(ax, y, names, values, colors, title):
+    """Row k at height y[k]: its values as dots and their mean as a black tick (rows without values skipped)."""
+    for k, model in zip(y, names):
+        if values.get(model):
+            ax.scatter(values[model], [k] * len(values[model]), s=14, color=colors[model], alpha=0.8, zorder=3)
+            ax.plot([np.mean(values[model])] * 2, [k - 0.32, k + 0.32], color="black", lw=1.6, zorder=4)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(labelsize=7)
+    ax.margins(x=0.15)
+
+
 def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test", reference=None):
     """One panel per metric (every seed a point, the mean a bar tick, the axis fitted to the data)
     and a panel of paired differences from ``reference`` in test Recall@20 (per seed, and the mean).
@@ -322,30 +334,17 @@ def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test", ref
     axes = axes[0]
     y = np.arange(len(names))[::-1]
     for ax, metric in zip(axes, metrics):
-        for k, model in zip(y, names):
-            values = [float(runs[(model, s)][f"{split}_{metric}"]) for s in seeds if (model, s) in runs]
-            ax.scatter(values, [k] * len(values), s=14, color=colors[model], alpha=0.8, zorder=3)
-            ax.plot([stats[model][metric][0]] * 2, [k - 0.32, k + 0.32], color="black", lw=1.6, zorder=4)
-        ax.set_title(metric.replace("recall", "Recall").replace("ndcg", "NDCG").replace("precision", "Precision"),
-                     fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-        ax.tick_params(labelsize=7)
-        ax.margins(x=0.15)
+        values = {model: [float(runs[(model, s)][f"{split}_{metric}"]) for s in seeds if (model, s) in runs]
+                  for model in names}
+        _dot_panel(ax, y, names, values, colors, metric.replace("recall", "Recall").replace("ndcg", "NDCG")
+                   .replace("precision", "Precision"))
     if paired:
-        ax = axes[-1]
         metric = metrics[0]
-        for k, model in zip(y, names):
-            diffs = [float(runs[(model, s)][f"{split}_{metric}"]) - float(runs[(reference, s)][f"{split}_{metric}"])
-                     for s in seeds if (model, s) in runs and (reference, s) in runs]
-            if model == reference or not diffs:
-                continue
-            ax.scatter(diffs, [k] * len(diffs), s=14, color=colors[model], alpha=0.8, zorder=3)
-            ax.plot([np.mean(diffs)] * 2, [k - 0.32, k + 0.32], color="black", lw=1.6, zorder=4)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(f"{metric} − {reference}, per seed", fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-        ax.tick_params(labelsize=7)
-        ax.margins(x=0.15)
+        diffs = {model: [float(runs[(model, s)][f"{split}_{metric}"]) - float(runs[(reference, s)][f"{split}_{metric}"])
+                         for s in seeds if (model, s) in runs and (reference, s) in runs]
+                 for model in names if model != reference}
+        _dot_panel(axes[-1], y, names, diffs, colors, f"{metric} − {reference}, per seed")
+        axes[-1].axvline(0, color="grey", lw=0.8)
     axes[0].set_yticks(y, names, fontsize=7)
     fig.suptitle(f"{split}: each seed a dot, the mean a black tick ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
                  fontsize=9)

@@ -132,8 +132,8 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     trials = read_trials(out_dir)
     chosen = {}
     for model in models:
-        mine = [t for t in trials if t["model"] == model and point_key(t["point"]) in
-                {point_key(p) for p in grid_points(grids[model])}]
+        in_grid = {point_key(p) for p in grid_points(grids[model])}
+        mine = [t for t in trials if t["model"] == model and point_key(t["point"]) in in_grid]
         chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine))
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
     (out_dir / "tuning.md").write_text(tuning_table(chosen, grids, tune_seed) + "\n")
@@ -154,20 +154,22 @@ def _with_point(model, point):
     return name + (":" + ",".join(f"{k}={v}" for k, v in settings.items()) if settings else "")
 
 
+def _point_text(point):
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
 def tuning_table(chosen, grids, seed):
     lines = [f"Each row tuned on validation (seed {seed}, one full run per point); test never used to choose.", "",
              "| Row | budget (points) | grid | chosen | valid score |", "|---|---:|---|---|---:|"]
     for model, trial in chosen.items():
         grid = ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grids[model].items())
-        point = ", ".join(f"{k}={v}" for k, v in trial["point"].items())
-        lines.append(f"| {model} | {trial['budget']} | {grid} | {point} | {trial['best_valid_score']:.4f} |")
+        lines.append(f"| {model} | {trial['budget']} | {grid} | {_point_text(trial['point'])} | {trial['best_valid_score']:.4f} |")
     return "\n".join(lines)
 
 
 def chosen_settings(chosen, seed):
     lines = [f"Chosen on validation (seed {seed}), per row: budget, settings."]
     for model, trial in chosen.items():
-        point = ", ".join(f"{k}={v}" for k, v in trial["point"].items())
-        lines.append(f"- {model}: {trial['budget']} points; {point}")
+        lines.append(f"- {model}: {trial['budget']} points; {_point_text(trial['point'])}")
     return "\n".join(lines)
 
