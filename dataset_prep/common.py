@@ -214,15 +214,21 @@ def report_malformed(problems, source, skip):
     print(f"  skipped {message}")
 
 
-def add_feature_arguments(parser, beside):
-    """The options every importer shares: output folder, feature files, malformed lines."""
+def add_output_arguments(parser, beside):
+    """The options of every importer: output folder, modalities, interactions only."""
     parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
     parser.add_argument("--modality", action="append", metavar="NAME=PATH",
                         help="a modality's .npy features, rows indexed by the source's item id (repeatable; "
                              f"default: visual=image_feat.npy and textual=text_feat.npy {beside})")
+    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
+
+
+def add_feature_arguments(parser, beside):
+    """The options the text-format importers share: :func:`add_output_arguments`, the papers'
+    two feature files by name, malformed lines."""
+    add_output_arguments(parser, beside)
     parser.add_argument("--image-feat", help=f"visual features (default: image_feat.npy {beside})")
     parser.add_argument("--text-feat", help=f"text features (default: text_feat.npy {beside})")
-    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
     parser.add_argument("--skip-malformed", action="store_true", help="leave malformed entries out (reported)")
 
 

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from dataset_prep.common import (
     SPLITS,
     PrepError,
+    add_output_arguments,
     load_feature_rows,
     modality_files,
     run_cli,
@@ -164,14 +165,10 @@ def import_pickled(name, out, train=None, valid=None, test=None, folder=None, mo
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="dataset name for RecBole")
-    parser.add_argument("--out", default="dataset", help="data_path to write <name>/ into (default: dataset)")
+    add_output_arguments(parser, beside="in the folder")
     parser.add_argument("--folder", help="folder holding trnMat.pkl, valMat.pkl, tstMat.pkl (and the features)")
     for split in SPLITS:
         parser.add_argument(f"--{split}", help=f"the {split} matrix (default: <folder>/{DEFAULT_FILES[split]})")
-    parser.add_argument("--modality", action="append", metavar="NAME=PATH",
-                        help="a modality's .npy features, row r = item column r (repeatable; default: "
-                             "visual=image_feat.npy and textual=text_feat.npy in the folder)")
-    parser.add_argument("--no-features", action="store_true", help="import the interactions only")
     parser.add_argument("--allow-overlap", action="store_true",
                         help="keep a pair found in two splits in its first split only, instead of refusing")
     args = parser.parse_args(argv)

@@ -81,8 +81,7 @@ def meta_terms(text):
 
 def meta_matrix(tokens, texts, dim=META_DIM, seed=SVD_SEED):
     """(tokens with terms, (n, dim) float32 TF-IDF + SVD vectors, rows L2-normalised)."""
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfTransformer
+    from recbole_micro.data.ml100k import term_vectors
 
     terms = {t: meta_terms(texts[t]) for t in tokens if t in texts}
     kept = [t for t in tokens if terms.get(t)]
@@ -92,10 +91,7 @@ def meta_matrix(tokens, texts, dim=META_DIM, seed=SVD_SEED):
     rows = [i for i, t in enumerate(kept) for _ in terms[t]]
     cols = [vocabulary[x] for t in kept for x in terms[t]]
     counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(kept), len(vocabulary)))
-    tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
-    reduced = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(tfidf)
-    reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
-    return kept, reduced.astype(np.float32)
+    return kept, term_vectors(counts, dim, seed)
 
 
 def read_histories(source):

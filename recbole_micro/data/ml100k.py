@@ -71,9 +71,6 @@ def knowledge_matrix(link_file, kg_file, dim=KNOWLEDGE_DIM, min_items=KNOWLEDGE_
         tuple: ``(tokens, matrix (len(tokens), dim) float32)``, rows L2-normalised, only for
         items that have at least one kept pair.
     """
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfTransformer
-
     link = read_atomic(link_file)
     kg = read_atomic(kg_file)
     entity_items = link.groupby("entity_id")["item_id"].apply(list).to_dict()
@@ -95,10 +92,20 @@ def knowledge_matrix(link_file, kg_file, dim=KNOWLEDGE_DIM, min_items=KNOWLEDGE_
         (np.ones(len(frame)), ([item_index[t] for t in frame["item"]], [pair_index[p] for p in frame["pair"]])),
         shape=(len(items), len(pair_index)),
     )
+    return items, term_vectors(counts, dim, SVD_SEED)
+
+
+def term_vectors(counts, dim, seed):
+    """(n, dim) float32 vectors from an (n, terms) count matrix: sublinear TF-IDF, truncated SVD
+    (``seed``), rows L2-normalised. The recipe of the knowledge modality, shared with
+    ``dataset_prep.scientific``'s catalogue-term modality."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
-    reduced = TruncatedSVD(n_components=dim, random_state=SVD_SEED).fit_transform(tfidf)
+    reduced = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(tfidf)
     reduced /= np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
-    return items, reduced.astype(np.float32)
+    return reduced.astype(np.float32)
 
 
 def build_knowledge_features(dataset_dir, feature_file, token_file, logger=None):
