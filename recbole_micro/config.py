@@ -77,16 +77,13 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        files = default_files(model, dataset)
+        # ours, then the one a dataset_prep importer wrote beside the data (above ours, below the user's)
+        files = default_files(model, dataset) + [self.dataset_folder_file(dataset)]
         for file in files:
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
-                if file == files[-1]:
+                if file in files[-2:]:  # the dataset's own settings
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
-        folder_file = self.dataset_folder_file(dataset)
-        if folder_file.is_file():  # written by the dataset_prep importers: above our YAMLs, below the user's
-            loaded = self._update_internal_config_dict(str(folder_file)) or {}
-            self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
         self.parameters["Dataset"] += [k for k in FEATURE_ARGUMENTS if k not in self.parameters["Dataset"]]
 
     def dataset_folder_file(self, dataset):
