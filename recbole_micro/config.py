@@ -15,6 +15,7 @@ import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
+from recbole_micro.errors import SettingsError
 from recbole_micro.settings import check_settings, read_settings, unknown_settings, yaml_keys
 from recbole_micro.utils import get_model, properties_dir
 
@@ -34,6 +35,16 @@ def default_files(model, dataset):
     """Our YAMLs that may hold a run's defaults, lowest first: overall, the model's, the dataset's."""
     root = properties_dir()
     return [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+
+
+def model_settings(loaded, model, file):
+    """The settings a dataset YAML gives for one model under ``model_settings: {MODEL: {key: value}}``
+    (e.g. the layer count a paper reports as best on that dataset); they rank with the dataset's."""
+    per_model = loaded.get("model_settings") or {}
+    if not isinstance(per_model, dict) or not all(isinstance(v, dict) for v in per_model.values()):
+        raise SettingsError(f"{file}: model_settings must map model names to settings, "
+                          "e.g. model_settings: {MICRO: {n_item_layers: 2}}")
+    return per_model.get(model, {})
 
 
 class Config(RecBoleConfig):
@@ -84,6 +95,7 @@ class Config(RecBoleConfig):
                 loaded = self._update_internal_config_dict(str(file)) or {}
                 if file in files[-2:]:  # the dataset's own settings
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+                    self.internal_config_dict.update(model_settings(loaded, model, file))
         self.parameters["Dataset"] += [k for k in FEATURE_ARGUMENTS if k not in self.parameters["Dataset"]]
 
     def dataset_folder_file(self, dataset):

@@ -12,7 +12,7 @@ from recbole.utils import ModelType
 
 from recbole_micro.config import Config
 from recbole_micro.data.dataset import MultimodalDataset
-from recbole_micro.errors import UnknownModelError
+from recbole_micro.errors import SettingsError, UnknownModelError
 from recbole_micro.model.general_recommender.vbpr import VBPR
 from recbole_micro.trainer import CheckpointMixin, Trainer
 from recbole_micro.utils import OUR_MODEL_PACKAGE, create_dataset, get_model, get_trainer, our_model_names, properties_dir
@@ -73,6 +73,27 @@ def test_dataset_yaml_and_data_path(tmp_path, monkeypatch):
     assert set(config["modalities"]) == {"textual", "knowledge"}
     assert config["modalities"]["knowledge"]["missing"] == "mean"
 
+
+
+def test_papers_per_dataset_settings_reach_only_their_model(tmp_path, monkeypatch):
+    """TKDE Sec. 4.4.4: MICRO's best L is 2 on Baby and Sports, 1 on Clothing; LATTICE keeps its own."""
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    settings = {"data_path": str(tmp_path)}
+    layers = {(m, d): Config(model=m, dataset=d, config_dict=settings)["n_item_layers"]
+              for m in ("MICRO", "LATTICE") for d in ("baby", "sports", "clothing")}
+    assert layers == {("MICRO", "baby"): 2, ("MICRO", "sports"): 2, ("MICRO", "clothing"): 1,
+                      ("LATTICE", "baby"): 1, ("LATTICE", "sports"): 1, ("LATTICE", "clothing"): 1}
+    assert Config(model="MICRO", dataset="baby", config_dict={**settings, "n_item_layers": 3})["n_item_layers"] == 3
+    official = str(properties_dir() / "profiles" / "official.yaml")
+    assert Config(model="MICRO", dataset="baby", config_file_list=[official], config_dict=settings)["n_item_layers"] == 1
+
+
+def test_a_malformed_model_settings_block_names_its_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mine.yaml").write_text("model_settings:\n  MICRO: 2\n")
+    with pytest.raises(SettingsError, match=r"mine\.yaml: model_settings must map model names"):
+        Config(model="MICRO", dataset="mine", config_dict={"data_path": str(tmp_path)})
 
 def test_yaml_defaults_ship_with_the_package():
     root = properties_dir()
