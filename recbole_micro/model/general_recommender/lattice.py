@@ -18,6 +18,8 @@ Differences from the paper and the official code (each an option; paper behaviou
     - ``reg_target: ego`` regularises the batch's ID embeddings; ``final`` the final embeddings
       (official). ``feat_trainable: True`` trains the raw feature tables (official).
     - ``cf_adj_norm: sym`` is LightGCN's adjacency; ``rw_self_loop`` the official D^-1(A+I).
+    - ``use_item_graph: False`` drops the item-graph term: the backbone alone, which with the
+      LightGCN backbone trains exactly as RecBole's LightGCN with ``require_pow: True``.
 """
 import torch
 import torch.nn as nn
@@ -48,6 +50,8 @@ class LATTICE(ItemGraphRecommender):
         if self.graph_fusion not in GRAPH_FUSIONS:
             raise ValueError(f"graph_fusion is {self.graph_fusion!r}; use one of {GRAPH_FUSIONS}")
 
+        self.use_item_graph = config["use_item_graph"]
+
         # define layers: one learnable weight per modality (equal after the softmax)
         self.modal_weight = nn.Parameter(torch.zeros(len(self.modality_names)))
 
@@ -75,6 +79,8 @@ class LATTICE(ItemGraphRecommender):
     def forward(self):
         """Final user and item embeddings, (U, d) and (N, d)."""
         user_cf, item_cf = self.cf_embeddings()
+        if not self.use_item_graph:  # the CF backbone alone: with cf_model lightgcn, RecBole's LightGCN
+            return user_cf, item_cf
         h = self.item_graph_embedding()
         return user_cf, item_cf + F.normalize(h, p=2, dim=1, eps=NORM_EPS)  # Eq. 8
 
