@@ -39,3 +39,7 @@ class CheckpointError(RecBoleMicroError, ValueError):
 
 class DistributedError(RecBoleMicroError, ValueError):
     """A multi-process run cannot start as asked (process counts, GPUs, an unsupported setting)."""
+
+
+class NewItemsError(RecBoleMicroError, ValueError):
+    """New items cannot be attached: their feature files do not fit the model, or the model has no graph for them."""

@@ -7,12 +7,13 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import BPRLoss, EmbLoss
 
-from recbole_micro.errors import FeatureFileError
+from recbole_micro.errors import FeatureFileError, NewItemsError
 from recbole_micro.model.ann import faiss_knn_graph, import_faiss
 from recbole_micro.model.backbones import build_backbone
 from recbole_micro.distributed import is_writer
 from recbole_micro.model.graph_cache import cached_graph
-from recbole_micro.model.layers import SparseGraph, freeze, knn_graph, symmetric_normalize
+from recbole_micro.model.layers import (SparseGraph, freeze, knn_graph, knn_rows, normalize_attached, propagate,
+                                        propagate_rows, symmetric_normalize)
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -292,6 +293,46 @@ class ItemGraphRecommender(InnerProductRecommender):
         super().load_other_parameter(para)  # also drops the cached final embeddings
         self._graph_cache = None
         self.rebuild_graph = True
+
+    # ----- items outside training (inductive cold start) -----
+    @torch.no_grad()
+    def attached_graph_rows(self, new_feats):
+        """Per modality, the rows new items get in the trained graphs: their kNN among the known items
+        on the raw and on the transformed features (Eqs. 1-4), with the same k and normalisation.
+
+        The known items' rows and degrees stay as trained (new items never become their neighbours),
+        so a new item that is a copy of a known one gets exactly that item's rows.
+
+        Args:
+            new_feats (dict): {m: (Q, d_m) raw features} of the new items.
+
+        Returns:
+            dict: {m: {"initial": rows of S~^m, "learned_knn": kNN(e~^m) rows before Eq. 3,
+            "learned_degree": (N,) degrees of the known kNN(e~^m), "learned": rows of A~^m,
+            "transformed": (Q, d) e~^m of the new items}}.
+        """
+        rows = {}
+        for m in self.modality_names:
+            raw = self.raw_feat(m)
+            initial = knn_rows(new_feats[m], raw, self.knn_k, self.knn_chunk_size)
+            transformed = self.feat_transforms[m](new_feats[m])  # Eq. 4
+            learned_knn = knn_rows(transformed, self.transformed_feat(m), self.knn_k, self.knn_chunk_size)
+            learned_degree = self.learned_knn(m).val.sum(dim=1)
+            rows[m] = {
+                "initial": normalize_attached(initial, self.knn(raw).val.sum(dim=1)),  # Eq. 3
+                "learned_knn": learned_knn, "learned_degree": learned_degree,
+                "learned": normalize_attached(learned_knn, learned_degree),
+                "transformed": transformed,
+            }
+        return rows
+
+    def propagate_attached(self, rows, known_graph, known_input):
+        """h_j^(L) = sum_k a_jk H_k^(L-1) (Eq. 6 for new rows): the known items' (L-1)-layer embeddings,
+        as trained, averaged along the new item's edges. A new item has no H_(0) row of its own."""
+        if self.n_item_layers == 0:
+            raise NewItemsError(f"{type(self).__name__} with n_item_layers 0 has no item graph to attach new items to "
+                                "(their ID embedding would be the whole item-graph term, and they have none).")
+        return propagate_rows(rows, propagate(known_graph, known_input, self.n_item_layers - 1))
 
 
 def tree_detach(graphs):

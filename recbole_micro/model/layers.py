@@ -78,6 +78,32 @@ def knn_graph(feat, k, chunk_size=None):
     return SparseGraph(idx, val)
 
 
+def knn_rows(query, keys, k, chunk_size=None):
+    """The kNN rows of items outside the graph (Eqs. 1-2 for new items): each query row keeps its k
+    most similar ``keys`` (the known items), cosine, negatives -> 0, PAD (key 0) never chosen.
+
+    Args:
+        query (torch.Tensor): (Q, d) features of the new items.
+        keys (torch.Tensor): (N, d) features of the known items; row 0 is PAD.
+        k (int): neighbours per item (as for the known items' graph).
+
+    Returns:
+        SparseGraph: (Q, k) neighbour ids into ``keys`` and similarities.
+    """
+    k = min(k, keys.shape[0] - 1)
+    unit_keys = F.normalize(keys, p=2, dim=1, eps=NORM_EPS)
+    unit_query = F.normalize(query, p=2, dim=1, eps=NORM_EPS)
+    step = chunk_rows(query.shape[0], keys.shape[0], chunk_size)
+    idx_chunks, val_chunks = [], []
+    for start in range(0, query.shape[0], step):
+        sim = unit_query[start:start + step] @ unit_keys.t()  # Eq. 1
+        sim[:, 0] = float("-inf")
+        val, idx = sim.topk(k, dim=1)  # Eq. 2
+        idx_chunks.append(idx)
+        val_chunks.append(val.clamp(min=0))
+    return SparseGraph(torch.cat(idx_chunks), torch.cat(val_chunks))
+
+
 def degree_inv_sqrt(degree):
     """D^-1/2 with 0 where the degree is 0 (the reference's 'inf replaced by 0')."""
     safe = degree.clamp(min=NORM_EPS)
@@ -88,6 +114,13 @@ def symmetric_normalize(graph):
     """D^-1/2 S D^-1/2 with D the row sums of S (Eq. 3): w_ik = s_ik / sqrt(d_i d_idx[i,k])."""
     d = degree_inv_sqrt(graph.val.sum(dim=1))
     return SparseGraph(graph.idx, graph.val * d.unsqueeze(1) * d[graph.idx])
+
+
+def normalize_attached(rows, known_degree):
+    """Eq. 3 for new items' rows against the known graph: w_jk = s_jk / sqrt(d_j d_k), with d_j the
+    new row's sum and d_k the known item's degree in its own graph (which the new items leave as it is)."""
+    d_new = degree_inv_sqrt(rows.val.sum(dim=1))
+    return SparseGraph(rows.idx, rows.val * d_new.unsqueeze(1) * degree_inv_sqrt(known_degree)[rows.idx])
 
 
 def combine(graphs, weights):
@@ -146,3 +179,8 @@ def propagate(graph, embedding, n_layers):
     for _ in range(n_layers):
         hidden = multiply(hidden)
     return hidden
+
+
+def propagate_rows(rows, hidden):
+    """One more layer for rows outside the graph: h_j = sum_k w_jk hidden[idx_jk] (Eq. 6), (Q, d)."""
+    return (rows.val.unsqueeze(-1) * hidden[rows.idx]).sum(dim=1)

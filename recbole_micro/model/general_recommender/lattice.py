@@ -26,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.utils import InputType
 
+from recbole_micro.errors import NewItemsError
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.layers import NORM_EPS, combine, propagate, skip_connection, symmetric_normalize
+from recbole_micro.model.layers import NORM_EPS, combine, normalize_attached, propagate, skip_connection, symmetric_normalize
 
 GRAPH_FUSIONS = ("paper", "official")
 
@@ -83,6 +84,33 @@ class LATTICE(ItemGraphRecommender):
             return user_cf, item_cf
         h = self.item_graph_embedding()
         return user_cf, item_cf + F.normalize(h, p=2, dim=1, eps=NORM_EPS)  # Eq. 8
+
+    @torch.no_grad()
+    def attach_items(self, new_feats):
+        """h_i of items that were not in training, from their features alone (Eqs. 1-7 for their rows).
+
+        Their rows of the fused graph are built from their kNN among the known items (raw and
+        transformed features) exactly as the known rows are (same fusion order, the trained
+        softmax weights); h_i propagates the known items' embeddings along them. They have no
+        CF embedding, so their item side of Eq. 8 is h_i / |h_i| alone.
+
+        Returns:
+            dict: ``graph`` (rows of A), ``h`` (Q, d) and ``item`` (Q, d), the vector users score against.
+        """
+        if not self.use_item_graph:
+            raise NewItemsError("LATTICE with use_item_graph False has no item graph to attach new items to.")
+        rows = self.attached_graph_rows(new_feats)
+        alpha = self.modality_weights()
+        if self.graph_fusion == "paper":
+            graph = combine([skip_connection(rows[m]["initial"], rows[m]["learned"], self.lambda_coeff)  # Eq. 5
+                             for m in self.modality_names], alpha)  # Eq. 6
+        else:
+            degree = sum(a * rows[m]["learned_degree"] for a, m in zip(alpha, self.modality_names))
+            learned = normalize_attached(combine([rows[m]["learned_knn"] for m in self.modality_names], alpha), degree)
+            initial = combine([rows[m]["initial"] for m in self.modality_names], alpha)
+            graph = skip_connection(initial, learned, self.lambda_coeff)
+        h = self.propagate_attached(graph, self.item_graphs(), self.item_embedding.weight)  # Eq. 7
+        return {"graph": graph, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS)}
 
     def calculate_loss(self, interaction):
         self.clear_cache()

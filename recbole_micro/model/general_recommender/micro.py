@@ -186,6 +186,35 @@ class MICRO(ItemGraphRecommender):
         """Final user and item embeddings, (U, d) and (N, d)."""
         return self.final_embeddings(self.item_multimodal_embeddings()["h"])
 
+    # ----- items outside training (inductive cold start) -----
+    @torch.no_grad()
+    def attach_items(self, new_feats):
+        """h_i of items that were not in training, from their features alone (Eqs. 1-8, 11-15 for their rows).
+
+        Their rows in A^m are their kNN among the known items on the raw and transformed features
+        (:meth:`attached_graph_rows`), mixed by the skip connection (Eq. 5); propagation, both
+        attentions and the fusion are the trained ones. They have no CF embedding x~_i (no ID
+        embedding, no interactions), so their item side of Eq. 17 is h_i / |h_i| alone.
+
+        Returns:
+            dict: ``graphs`` {m: rows of A^m}, ``h_m`` {m: (Q, d)}, ``alpha`` (Q, M) (Eq. 7),
+            ``h`` (Q, d) and ``item`` (Q, d), the vector users' final embeddings score against.
+        """
+        rows = self.attached_graph_rows(new_feats)
+        graphs = {m: skip_connection(r["initial"], r["learned"], self.lambda_coeff) for m, r in rows.items()}  # Eq. 5
+        if self.item_repr == "feats":
+            h_m = {m: rows[m]["transformed"] for m in self.modality_names}
+        elif self.item_repr == "graph_feats" and self.n_item_layers == 0:
+            h_m = {m: rows[m]["transformed"] for m in self.modality_names}
+        else:
+            known = self.item_graphs()
+            h_m = {m: self.propagate_attached(graphs[m], known[m], self.item_embedding.weight
+                                              if self.item_repr == "graph_id" else self.transformed_feat(m))
+                   for m in self.modality_names}
+        h_c, alpha = self.fuse_shared(h_m)
+        h = self.fuse_final(h_c, self.specific_embeddings(h_m, h_c))[0] if self.use_specific else h_c
+        return {"graphs": graphs, "h_m": h_m, "alpha": alpha, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS)}
+
     # ----- losses (Eqs. 9-10, 13, 19) -----
     def contrastive_anchors(self, interaction):
         """The anchor items of L_C: None for all items (paper), or the batch's distinct positive items."""
