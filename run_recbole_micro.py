@@ -40,6 +40,10 @@ def build_parser():
     use.add_argument("--faiss", action="store_true", help="with --export-embeddings: also an exact faiss IndexFlatIP")
     use.add_argument("--explain", action="store_true",
                      help="with --recommend (LATTICE, MICRO): also <out>.explain.jsonl, one line per (user, item)")
+    use.add_argument("--new-items", action="append", metavar="NAME=PATH", default=[],
+                     help="with --recommend (LATTICE, MICRO): items added since training, one .npy per modality "
+                          "(tokens in the .tokens file beside it); repeat for every modality")
+    use.add_argument("--new-only", action="store_true", help="with --new-items: recommend among the new items only")
     use.add_argument("--k", type=int, default=20, help="recommendations per user (default 20)")
     use.add_argument("--users", nargs="+", metavar="TOKEN", help="these users only (default: every user)")
     use.add_argument("--exclude", nargs="+", default=["train"], choices=["train", "valid"],
@@ -121,8 +125,19 @@ def recommend(args):
 
     if not args.out:
         raise RecBoleMicroError("--recommend needs --out recs.csv (or .parquet): where the recommendations go.")
+    if args.new_only and not args.new_items:
+        raise RecBoleMicroError("--new-only needs --new-items NAME=PATH (one per modality): the items to recommend.")
+    new_items = {}
+    for entry in args.new_items:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise RecBoleMicroError(f"--new-items {entry!r}: write NAME=PATH, e.g. --new-items visual=new.visual.npy")
+        new_items[name] = path
     recommender = Recommender.load(args.recommend, exclude=tuple(args.exclude), trust_checkpoint=args.trust_checkpoint)
-    rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users)
+    if new_items:
+        added = recommender.add_items(new_items)
+        print(f"{len(added)} new items attached to the trained item graphs")
+    rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users, new_only=args.new_only)
     print(f"{rows} recommendations ({args.k} per user) in {args.out}")
     if args.explain:
         import json
@@ -130,7 +145,7 @@ def recommend(args):
         from recbole_micro.serve import explain
 
         path = Path(args.out).with_suffix(".explain.jsonl")
-        users, items, _ = recommender.recommend(args.users, k=args.k)
+        users, items, _ = recommender.recommend(args.users, k=args.k, new_only=args.new_only)
         with open(path, "w", encoding="utf-8") as f:
             for user, row in zip(users, items):
                 for entry in explain(recommender, user, list(row)):

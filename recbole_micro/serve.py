@@ -10,6 +10,12 @@ recommended; neither is the padding item 0.
     recommender = Recommender.load("saved/MICRO-....pth")
     tokens, items, scores = recommender.recommend(["196", "186"], k=20)
     recommender.write_recommendations("recs.parquet", k=20)          # every user, in batches
+    recommender.add_items({"visual": "new.visual.npy", "textual": "new.textual.npy"})  # LATTICE, MICRO
+    recommender.recommend(["196"], k=10, new_only=True)               # the new items only
+
+Items added after training (:meth:`Recommender.add_items`) are attached to the trained item
+graphs through their features (the models' ``attach_items``) and scored by the content part of
+the score alone: they have no CF embedding, because they have no ID embedding and no interactions.
 """
 from pathlib import Path
 
@@ -40,6 +46,8 @@ class Recommender:
         self.train_history = matrices["train"]  # the items the model was trained on (h_u averages them)
         self.history = (sum(matrices[name] for name in exclude) > 0).tocsr() if exclude else None
         self._explained = None  # what explain() reads from the model, computed on its first call
+        self.new_tokens = []  # items added after training (add_items), ids from dataset.item_num on
+        self.new_items = None  # their attach_items() outputs, concatenated
 
     @classmethod
     def load(cls, model_file, exclude=("train",), trust_checkpoint=False):
@@ -65,40 +73,130 @@ class Recommender:
                              f"not {what}s of dataset {self.config['dataset']}.")
         return np.array([known[t] for t in tokens])
 
+    @property
+    def item_tokens(self):
+        """Token of every item id: the trained items (PAD first), then the added ones."""
+        return np.concatenate([self.dataset.field2id_token[self.iid_field], np.array(self.new_tokens, dtype=object)])
+
+    def item_ids(self, tokens):
+        """Ids of item ``tokens``, trained or added, refusing unknown tokens by name."""
+        added = {t: self.dataset.item_num + k for k, t in enumerate(self.new_tokens)}
+        tokens = [str(t) for t in tokens]
+        trained = [t for t in tokens if t not in added]
+        ids = dict(zip(trained, self.ids(self.iid_field, trained, "item").tolist())) if trained else {}
+        return np.array([added[t] if t in added else ids[t] for t in tokens]) if tokens else np.array([], dtype=int)
+
     @torch.no_grad()
-    def scores(self, user_ids):
-        """(len(user_ids), n_items) scores from ``full_sort_predict``, excluded items at -inf."""
+    def add_items(self, feature_files):
+        """Attach items that were not in training, from their features, so they are recommended and explained.
+
+        Args:
+            feature_files (dict): {modality: path of a .npy} (one row per item, its tokens in the
+                ``.tokens`` file beside it) or {modality: {file, tokens}}, as under ``modalities`` in
+                a dataset YAML; one entry for every modality the model was trained on, rows of the
+                trained dimension, the same new tokens in each. Relative paths are read from the
+                current folder.
+
+        Returns:
+            list: the added item tokens, in the order of the first modality's file.
+        """
+        from recbole_micro.data.features import parse_modalities, read_feature_matrix, read_token_rows
+        from recbole_micro.errors import NewItemsError
+
+        model = self.model
+        if not hasattr(model, "attach_items"):
+            raise NewItemsError(f"add_items covers LATTICE and MICRO; {type(model).__name__} has no item graphs "
+                                "to attach new items to.")
+        specs = {spec.name: spec for spec in parse_modalities(feature_files, Path.cwd())}
+        missing, extra = set(model.modality_names) - set(specs), set(specs) - set(model.modality_names)
+        if missing or extra:
+            raise NewItemsError(f"New items need features for exactly the modalities the model was trained on "
+                                f"({', '.join(model.modality_names)}); missing: {sorted(missing) or 'none'}, "
+                                f"not trained on: {sorted(extra) or 'none'}.")
+        rows, first = {}, None
+        for name in model.modality_names:
+            spec = specs[name]
+            if spec.file is None:
+                raise NewItemsError(f"New items of modality '{name}' come from a .npy file (with its .tokens), not a field.")
+            matrix = read_feature_matrix(spec)
+            if matrix.shape[1] != model.modality_dims[name]:
+                raise NewItemsError(f"{spec.file} has {matrix.shape[1]} columns, but the model's '{name}' features "
+                                    f"have {model.modality_dims[name]}: new items need the trained dimension.")
+            token_rows = read_token_rows(spec, matrix.shape[0])
+            if first is None:
+                first = (spec, list(token_rows))
+            elif set(token_rows) != set(first[1]):
+                odd = sorted(set(token_rows) ^ set(first[1]))[:5]
+                raise NewItemsError(f"{spec.tokens} and {first[0].tokens} list other items (e.g. {odd}); "
+                                    "every modality needs the same new items.")
+            rows[name] = (spec, matrix, token_rows)
+        tokens = first[1]
+        known = self.dataset.field2token_id[self.iid_field]
+        taken = [t for t in tokens if t in known or t in set(self.new_tokens)]
+        if taken:
+            raise NewItemsError(f"{first[0].tokens} lists item token(s) {taken[:5]} that the model already has; "
+                                "new items need new tokens (rename them, or drop the known ones).")
+        feats = {}
+        for name, (spec, matrix, token_rows) in rows.items():
+            values = np.asarray(matrix[[token_rows[t] for t in tokens]], dtype=np.float32)
+            if not np.isfinite(values).all():
+                raise NewItemsError(f"{spec.file} holds NaN or infinite values; new items need finite features.")
+            feats[name] = torch.from_numpy(values).to(self.device)
+        attached = model.attach_items(feats)
+        self.new_items = attached if self.new_items is None else concat_attached(self.new_items, attached)
+        self.new_tokens += tokens
+        self._explained = None
+        return tokens
+
+    @torch.no_grad()
+    def raw_scores(self, user_ids):
+        """(len(user_ids), n_items + added) scores, unmasked: ``full_sort_predict``, then the added items,
+        scored as the inner product of the user's final embedding with their content vector."""
         users = torch.as_tensor(np.asarray(user_ids), dtype=torch.long, device=self.device)
         scores = self.model.full_sort_predict(Interaction({self.uid_field: users}).to(self.device))
-        scores = scores.view(len(users), -1).float().clone()
+        scores = scores.view(len(users), -1).float()
+        if self.new_items is None:
+            return scores
+        user_final = self.model.final_embeddings_cached()[0][users]
+        return torch.cat([scores, (user_final @ self.new_items["item"].t()).float()], dim=1)
+
+    @torch.no_grad()
+    def scores(self, user_ids):
+        """(len(user_ids), n_items + added) scores, excluded items at -inf."""
+        scores = self.raw_scores(user_ids).clone()
         scores[:, 0] = -torch.inf  # the padding item
         if self.history is not None:
             rows = self.history[np.asarray(user_ids)].tocoo()
             scores[torch.as_tensor(rows.row, dtype=torch.long), torch.as_tensor(rows.col, dtype=torch.long)] = -torch.inf
         return scores
 
-    def recommend(self, user_tokens=None, k=20, batch_users=None):
-        """(user tokens, (n, k) item tokens, (n, k) scores), best first; all users when None."""
+    def recommend(self, user_tokens=None, k=20, batch_users=None, new_only=False):
+        """(user tokens, (n, k) item tokens, (n, k) scores), best first; all users when None;
+        among the added items only with ``new_only``."""
         ids = self.user_ids(user_tokens)
-        parts = list(self.iter_batches(ids, k, batch_users))
+        parts = list(self.iter_batches(ids, k, batch_users, new_only))
         if not parts:
             return np.array([]), np.empty((0, k), dtype=object), np.empty((0, k), dtype=np.float32)
         return tuple(np.concatenate(p) for p in zip(*parts))
 
-    def iter_batches(self, user_ids, k, batch_users=None):
+    def iter_batches(self, user_ids, k, batch_users=None, new_only=False):
         """(user tokens, item tokens, scores) per batch of users."""
-        if not 1 <= k < self.dataset.item_num:
-            raise ServeError(f"k is {k}: it must be in [1, {self.dataset.item_num - 1}] (the number of items).")
+        first = self.dataset.item_num if new_only else 1  # the first candidate id
+        n_candidates = self.dataset.item_num + len(self.new_tokens) - first
+        if new_only and not self.new_tokens:
+            raise ServeError("new_only needs added items: call add_items (--new-items) first.")
+        if not 1 <= k <= n_candidates:
+            raise ServeError(f"k is {k}: it must be in [1, {n_candidates}] (the number of candidate items).")
+        tokens = self.item_tokens
         # as RecBole's full-ranking evaluation: eval_batch_size scores at a time
-        batch_users = batch_users or max(1, self.config["eval_batch_size"] // self.dataset.item_num)
+        batch_users = batch_users or max(1, self.config["eval_batch_size"] // (n_candidates + first))
         for start in range(0, len(user_ids), batch_users):
             batch = user_ids[start:start + batch_users]
-            top_scores, top_items = torch.topk(self.scores(batch), k, dim=1)
-            yield (self.dataset.id2token(self.uid_field, batch),
-                   self.dataset.id2token(self.iid_field, top_items.cpu().numpy()),
+            top_scores, top_items = torch.topk(self.scores(batch)[:, first:], k, dim=1)
+            yield (self.dataset.id2token(self.uid_field, batch), tokens[top_items.cpu().numpy() + first],
                    top_scores.cpu().numpy())
 
-    def write_recommendations(self, path, k=20, user_tokens=None, batch_users=None):
+    def write_recommendations(self, path, k=20, user_tokens=None, batch_users=None, new_only=False):
         """Write ``user, rank, item, score`` rows (CSV or Parquet, by the suffix) batch by batch; the row count."""
         import pandas as pd
 
@@ -110,7 +208,7 @@ class Recommender:
         tmp = path.with_name(f".{path.name}.tmp")
         writer, rows = None, 0
         try:
-            for users, items, scores in self.iter_batches(self.user_ids(user_tokens), k, batch_users):
+            for users, items, scores in self.iter_batches(self.user_ids(user_tokens), k, batch_users, new_only):
                 frame = pd.DataFrame({"user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
                                       "item": items.reshape(-1), "score": scores.reshape(-1)})
                 if suffix == ".csv":
@@ -133,6 +231,17 @@ class Recommender:
             if tmp.exists():
                 tmp.unlink()
         return rows
+
+
+def concat_attached(first, second):
+    """Two ``attach_items`` outputs as one (tensors and graph rows stacked, per modality for dicts)."""
+    from recbole_micro.model.layers import SparseGraph
+
+    if isinstance(first, SparseGraph):
+        return SparseGraph(torch.cat([first.idx, second.idx]), torch.cat([first.val, second.val]))
+    if isinstance(first, dict):
+        return {key: concat_attached(first[key], second[key]) for key in first}
+    return torch.cat([first, second])
 
 
 def model_embeddings(model, users_for_check):
@@ -239,6 +348,15 @@ def _explained_parts(recommender):
                              h_u_norm=h_u.norm(dim=1).clamp_min(NORM_EPS))
         else:
             parts["h_hat"] = F.normalize(model.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)
+        new = recommender.new_items
+        if new is not None:  # added items: no CF embedding, their attached rows and vectors
+            parts["item_cf"] = torch.cat([item_cf, torch.zeros_like(new["item"])])
+            parts["h_hat"] = torch.cat([parts["h_hat"], new["item"]])
+            if isinstance(model, MICRO):
+                parts.update(h=torch.cat([parts["h"], new["h"]]), alpha=torch.cat([parts["alpha"], new["alpha"]]),
+                             graphs=concat_attached(graphs, new["graphs"]))
+            else:
+                parts["graphs"] = concat_attached(graphs, new["graph"])
         recommender._explained = parts
     return recommender._explained
 
@@ -257,16 +375,15 @@ def explain(recommender, user_token, item_tokens, top=3):
     from recbole_micro.model.general_recommender.lattice import LATTICE
     from recbole_micro.model.general_recommender.micro import MICRO
 
-    model, dataset = recommender.model, recommender.dataset
+    model = recommender.model
     if not isinstance(model, (MICRO, LATTICE)):
         raise ServeError(f"explain covers LATTICE and MICRO; {type(model).__name__} has no item graphs to explain.")
     (uid,) = recommender.user_ids([user_token])
-    items = recommender.ids(recommender.iid_field, item_tokens, "item").tolist()
-    item_names = dataset.field2id_token[recommender.iid_field]
+    items = recommender.item_ids(item_tokens).tolist()
+    item_names = recommender.item_tokens
     parts = _explained_parts(recommender)
     user_cf, item_cf, graphs, h_hat = parts["user_cf"], parts["item_cf"], parts["graphs"], parts["h_hat"]
-    users = torch.as_tensor([uid], dtype=torch.long, device=recommender.device)
-    scores = model.full_sort_predict(Interaction({recommender.uid_field: users})).view(-1)  # unmasked
+    scores = recommender.raw_scores([uid]).view(-1)  # unmasked
     trained = recommender.train_history[uid].indices
     out = []
     if isinstance(model, MICRO):
@@ -288,7 +405,7 @@ def explain(recommender, user_token, item_tokens, top=3):
             out.append(entry)
         return out
     trained_set = set(trained.tolist())
-    known = dataset.field2token_id[recommender.iid_field]
+    known = dict(zip(item_names, range(len(item_names))))
     for i in items:
         fused = _neighbours(graphs, i, item_names, graphs.idx.shape[1])
         out.append({

@@ -2,11 +2,15 @@
 graphs, their h_i, and scoring them through :class:`recbole_micro.serve.Recommender`."""
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from helpers import make
-from recbole_micro.errors import NewItemsError
+from helpers import make, run_script
+from recbole_micro.errors import FeatureFileError, NewItemsError
+from recbole_micro.quick_start import run_recbole_micro
+from recbole_micro.serve import Recommender
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.model.layers import knn_rows, normalize_attached
@@ -92,3 +96,117 @@ def test_without_a_layer_there_is_nothing_to_attach_to(tiny):
     lattice = trained(LATTICE, tiny, use_item_graph=False)
     with pytest.raises(NewItemsError, match="use_item_graph False"):
         lattice.attach_items(copies_of(lattice, KNOWN))
+
+
+# ----- through the Recommender (serve) -----
+COPIED = ["it03", "it07"]  # known items whose features come back under new tokens
+
+
+def write_new_items(tiny, folder, tokens=None, dims=None, extra=None):
+    """new.<m>.npy + .tokens: copies of COPIED under new tokens, plus one random item; paths by modality."""
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    tokens = tokens or [f"new-{t}" for t in COPIED] + ["new-random"]
+    files = {}
+    for name, table in (("visual", tiny.visual), ("textual", tiny.textual)):
+        dim = (dims or {}).get(name, len(next(iter(table.values()))))
+        rows = [table[t][:dim] for t in COPIED] + [rng.standard_normal(dim).astype(np.float32)]
+        np.save(folder / f"new.{name}.npy", np.stack(rows)[: len(tokens)].astype(np.float32))
+        (folder / f"new.{name}.tokens").write_text("".join(t + "\n" for t in tokens))
+        files[name] = str(folder / f"new.{name}.npy")
+    files.update(extra or {})
+    return files
+
+
+@pytest.fixture(params=["MICRO", "LATTICE"])
+def served(request, tiny):
+    result = run_recbole_micro(model=request.param, dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
+    return result["saved_model_file"]
+
+
+def test_added_items_are_scored_by_their_content_part_and_recommended(served, tiny):
+    recommender = Recommender.load(served)
+    model, dataset = recommender.model, recommender.dataset
+    users = np.arange(1, dataset.user_num)
+    before = recommender.raw_scores(users)
+    assert recommender.add_items(write_new_items(tiny, tiny.root / "new")) == ["new-it03", "new-it07", "new-random"]
+    after = recommender.raw_scores(users)
+    assert after.shape == (len(users), dataset.item_num + 3)
+    torch.testing.assert_close(after[:, :dataset.item_num], before)  # the trained items keep their scores
+    user_final, item_final = model.final_embeddings_cached()
+    item_cf = model.cf_embeddings()[1]
+    copied = [dataset.token2id("item_id", t) for t in COPIED]
+    # a copy of item i scores x^_u . (x^_i - x~_i): item i's score without its CF embedding
+    expected = user_final[users] @ (item_final[copied] - item_cf[copied]).t()
+    torch.testing.assert_close(after[:, dataset.item_num:dataset.item_num + 2], expected, rtol=1e-4, atol=1e-5)
+
+    tokens, items, scores = recommender.recommend(["u01", "u02"], k=2, new_only=True)
+    assert set(items.ravel()) <= {"new-it03", "new-it07", "new-random"}
+    ids = recommender.user_ids(["u01", "u02"])
+    new_scores = recommender.scores(ids)[:, dataset.item_num:]
+    np.testing.assert_allclose(scores, torch.topk(new_scores, 2, dim=1).values.numpy(), rtol=1e-6)
+    _, all_items, all_scores = recommender.recommend(["u01"], k=dataset.item_num + 2)  # every candidate
+    assert {"new-it03", "new-it07", "new-random"} <= set(all_items[0])
+    assert list(all_scores[0]) == sorted(all_scores[0], reverse=True)
+
+
+def test_added_items_are_explained_with_their_attached_rows(tiny):
+    from recbole_micro.serve import explain
+
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
+    recommender = Recommender.load(result["saved_model_file"])
+    recommender.add_items(write_new_items(tiny, tiny.root / "new"))
+    _, items, scores = recommender.recommend(["u05"], k=3, new_only=True)
+    known = recommender.dataset.field2token_id["item_id"]
+    for entry, score in zip(explain(recommender, "u05", list(items[0])), scores[0]):
+        assert entry["terms"]["x_u.x_i"] == 0 and entry["terms"]["h_u.x_i"] == 0  # no CF embedding
+        assert sum(entry["terms"].values()) == pytest.approx(float(score), abs=1e-5)
+        assert sum(entry["attention"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert all(n["item"] in known for ns in entry["neighbours"].values() for n in ns)  # trained items only
+
+
+def test_bad_new_item_files_are_clear_errors(tiny):
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(knn_k=4))
+    recommender = Recommender.load(result["saved_model_file"])
+    good = write_new_items(tiny, tiny.root / "good")
+    with pytest.raises(NewItemsError, match=r"missing: \['textual'\]"):
+        recommender.add_items({"visual": good["visual"]})
+    with pytest.raises(NewItemsError, match=r"not trained on: \['audio'\]"):
+        recommender.add_items({**good, "audio": good["visual"]})
+    wrong_dim = write_new_items(tiny, tiny.root / "dim", dims={"textual": 4})
+    with pytest.raises(NewItemsError, match=r"new\.textual\.npy has 4 columns, but the model's 'textual' features have 5"):
+        recommender.add_items(wrong_dim)
+    existing = write_new_items(tiny, tiny.root / "existing", tokens=["it03", "new-b", "new-c"])
+    with pytest.raises(NewItemsError, match=r"new\.visual\.tokens lists item token\(s\) \['it03'\] that the model already has"):
+        recommender.add_items(existing)
+    odd = write_new_items(tiny, tiny.root / "odd")
+    (tiny.root / "odd" / "new.textual.tokens").write_text("new-it03\nnew-it07\nnew-other\n")
+    with pytest.raises(NewItemsError, match="every modality needs the same new items"):
+        recommender.add_items(odd)
+    with pytest.raises(FeatureFileError, match="not found"):
+        recommender.add_items({**good, "visual": str(tiny.root / "nowhere.npy")})
+    assert recommender.new_tokens == []  # nothing half-added
+    recommender.add_items(good)
+    with pytest.raises(NewItemsError, match="already has"):
+        recommender.add_items(good)
+    vbpr = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
+    with pytest.raises(NewItemsError, match="add_items covers LATTICE and MICRO"):
+        Recommender.load(vbpr["saved_model_file"]).add_items(good)
+
+
+def test_the_command_line_recommends_new_items(tiny):
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(knn_k=4))
+    files = write_new_items(tiny, tiny.root / "new")
+    out = tiny.root / "new-recs.csv"
+    done = run_script("--recommend", result["saved_model_file"], "--new-items", f"visual={files['visual']}",
+                      "--new-items", f"textual={files['textual']}", "--new-only", "--k", "2", "--users", "u01", "u02",
+                      "--explain", "--out", str(out), cwd=tiny.root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recs = pd.read_csv(out, dtype=str)
+    assert len(recs) == 4 and set(recs["item"]) <= {"new-it03", "new-it07", "new-random"}
+    assert (tiny.root / "new-recs.explain.jsonl").read_text().count("\n") == 4
+    bad = run_script("--recommend", result["saved_model_file"], "--new-items", f"visual={files['visual']}",
+                     "--out", str(out), cwd=tiny.root)
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last.startswith("error: ") and "Traceback" not in bad.stderr
+    assert "missing: ['textual']" in last
