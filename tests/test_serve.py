@@ -5,6 +5,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
 from recbole_micro.serve import Recommender, ServeError
 
@@ -187,3 +188,92 @@ def test_the_command_line_writes_explanations_beside_the_recommendations(tiny):
     recs = pd.read_csv(out, dtype=str)
     assert [(e["user"], e["item"]) for e in lines] == list(zip(recs["user"], recs["item"]))
     assert {"terms", "because", "attention", "neighbours", "score"} <= set(lines[0])
+
+
+class _Tokens:
+    """The few dataset attributes a Recommender reads: one user 'u', items a, b, c (ids 1..3)."""
+
+    uid_field, iid_field = "user_id", "item_id"
+    user_num, item_num = 2, 4
+    field2id_token = {"user_id": np.array(["[PAD]", "u"]), "item_id": np.array(["[PAD]", "a", "b", "c"])}
+    field2token_id = {f: {t: i for i, t in enumerate(tokens)} for f, tokens in field2id_token.items()}
+
+    def id2token(self, field, ids):
+        return self.field2id_token[field][ids]
+
+
+def hand_checked_recommender(model_class, parts):
+    """A Recommender around a model whose embeddings and graphs are set by hand (``parts``).
+
+    The user 'u' trained on a and b. Scores follow the model's rule from the same parts, so the
+    explanation must take them apart into the numbers worked out below.
+    """
+    import scipy.sparse as sp
+
+    from recbole_micro.model.layers import SparseGraph
+
+    model = model_class.__new__(model_class)
+    torch.nn.Module.__init__(model)
+    model.modality_names, model.use_user_pref = ["v", "t"], True
+    user_cf, item_cf = parts["user_cf"], parts["item_cf"]
+    h_hat = torch.nn.functional.normalize(parts["h"], dim=1)
+    graph = SparseGraph(torch.tensor([[0, 0, 0], [1, 2, 0], [2, 1, 0], [1, 2, 1]]),
+                        torch.tensor([[0.0, 0, 0], [0.6, 0.1, 0], [0.7, 0.2, 0], [0.2, 0.5, 0.1]]))
+    model.cf_embeddings = lambda: (user_cf, item_cf)
+    model.item_graphs = lambda: {"v": graph, "t": graph} if model_class is MICRO else graph
+    model.item_multimodal_embeddings = lambda: {"h": parts["h"], "h_m": None}
+    model.fuse_shared = lambda h_m: (None, parts["alpha"])
+    model.user_preference = lambda h: (h[1:3].mean(dim=0, keepdim=True)).expand(2, -1)  # a, b
+    model.item_graph_embedding = lambda: parts["h"]
+    if model_class is MICRO:
+        h_u = torch.nn.functional.normalize(model.user_preference(parts["h"]), dim=1)
+        final_user, final_item = user_cf + h_u, item_cf + h_hat
+    else:
+        final_user, final_item = user_cf, item_cf + h_hat
+    model.full_sort_predict = lambda interaction: (final_user[interaction["user_id"]] @ final_item.t()).view(-1)
+    recommender = Recommender.__new__(Recommender)
+    recommender.config, recommender.model, recommender.dataset = {"dataset": "hand"}, model, _Tokens()
+    recommender.uid_field, recommender.iid_field, recommender.device = "user_id", "item_id", "cpu"
+    recommender.train_history = sp.csr_matrix(np.array([[0, 0, 0, 0], [0, 1, 1, 0]], dtype=float))
+    recommender.history, recommender._explained, recommender.new_tokens, recommender.new_items = None, None, [], None
+    return recommender
+
+
+HAND_PARTS = {
+    "user_cf": torch.tensor([[0.0, 0.0], [1.0, 0.0]]),
+    "item_cf": torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]),
+    "h": torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 4.0]]),
+    "alpha": torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.25, 0.75]]),
+}
+
+
+def test_micro_explanation_of_a_hand_checked_case():
+    """x_u = (1, 0); x_c = (0.5, 0.5); h_c/|h_c| = (0, 1); h_u = mean(h_a, h_b) = (1, 1.5), so
+    h_u/|h_u| = (0.5547, 0.8321). Eq. 17's terms: 0.5, 0, 0.6934, 0.8321 (sum 2.0254). Each training
+    item's share of h_u . (x_c + h_c/|h_c|): a (2, 0)/(2 |h_u|) -> 0.2774, b (0, 3)/(2 |h_u|) -> 1.2481."""
+    from recbole_micro.serve import explain
+
+    (entry,) = explain(hand_checked_recommender(MICRO, HAND_PARTS), "u", ["c"])
+    norm = (1 + 1.5 ** 2) ** 0.5
+    assert entry["terms"] == pytest.approx({"x_u.x_i": 0.5, "x_u.h_i": 0.0, "h_u.x_i": (0.5 + 0.75) / norm,
+                                            "h_u.h_i": 1.5 / norm}, abs=1e-6)
+    assert entry["score"] == pytest.approx(0.5 + 1.25 / norm + 1.5 / norm, abs=1e-6)
+    assert [b["item"] for b in entry["because"]] == ["b", "a"]
+    assert [b["contribution"] for b in entry["because"]] == pytest.approx([2.25 / norm, 0.5 / norm], abs=1e-6)
+    assert sum(b["contribution"] for b in entry["because"]) == pytest.approx(entry["terms"]["h_u.x_i"] + entry["terms"]["h_u.h_i"])
+    assert entry["attention"] == {"v": 0.25, "t": 0.75}
+    # c's edges: a 0.2 + 0.1 (two slots, summed), b 0.5
+    assert entry["neighbours"]["v"] == [{"item": "b", "weight": 0.5}, {"item": "a", "weight": pytest.approx(0.3)}]
+
+
+def test_lattice_explanation_of_a_hand_checked_case():
+    """LATTICE: cf = x_u . x_c = 0.5; item graph = x_u . h_c/|h_c| = 0; the user's training items
+    among c's fused-graph neighbours, strongest first: b (0.5), a (0.3)."""
+    from recbole_micro.model.general_recommender.lattice import LATTICE
+    from recbole_micro.serve import explain
+
+    (entry,) = explain(hand_checked_recommender(LATTICE, HAND_PARTS), "u", ["c"])
+    assert entry["terms"] == pytest.approx({"cf": 0.5, "item_graph": 0.0}, abs=1e-6)
+    assert entry["score"] == pytest.approx(0.5, abs=1e-6)
+    assert [b["item"] for b in entry["because"]] == ["b", "a"]
+    assert entry["neighbours"]["fused"][0] == {"item": "b", "weight": 0.5}
