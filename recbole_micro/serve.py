@@ -9,6 +9,7 @@ recommended; neither is the padding item 0.
     from recbole_micro.serve import Recommender
     recommender = Recommender.load("saved/MICRO-....pth")
     tokens, items, scores = recommender.recommend(["196", "186"], k=20)
+    recommender.explain("196", items[0][:3])                         # LATTICE, MICRO
     recommender.write_recommendations("recs.parquet", k=20)          # every user, in batches
     recommender.add_items({"visual": "new.visual.npy", "textual": "new.textual.npy"})  # LATTICE, MICRO
     recommender.recommend(["196"], k=10, new_only=True)               # the new items only
@@ -147,6 +148,10 @@ class Recommender:
         self.new_tokens += tokens
         self._explained = None
         return tokens
+
+    def explain(self, user_token, item_tokens, top=3):
+        """Why ``user_token`` gets each of ``item_tokens`` (LATTICE, MICRO): one dict per item; see :func:`explain`."""
+        return explain(self, user_token, item_tokens, top)
 
     @torch.no_grad()
     def raw_scores(self, user_ids):

@@ -272,7 +272,7 @@ def test_lattice_explanation_of_a_hand_checked_case():
     from recbole_micro.model.general_recommender.lattice import LATTICE
     from recbole_micro.serve import explain
 
-    (entry,) = explain(hand_checked_recommender(LATTICE, HAND_PARTS), "u", ["c"])
+    (entry,) = hand_checked_recommender(LATTICE, HAND_PARTS).explain("u", ["c"])  # the method form
     assert entry["terms"] == pytest.approx({"cf": 0.5, "item_graph": 0.0}, abs=1e-6)
     assert entry["score"] == pytest.approx(0.5, abs=1e-6)
     assert [b["item"] for b in entry["because"]] == ["b", "a"]
