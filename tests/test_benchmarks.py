@@ -56,3 +56,29 @@ def test_evaluate_checkpoint_rescores_a_saved_model_in_a_fresh_process(tiny):
     assert (scores["model"], scores["dataset"]) == ("VBPR", "tiny")
     assert scores["valid"] == dict(result["best_valid_result"])
     assert scores["test"] == dict(result["test_result"])
+
+
+def test_graph_diagnostics_count_shared_users_by_hand(tmp_path):
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from diagnose_graphs import graph_pairs, losses_from_log, shared_user_rate
+    from recbole_micro.model.layers import SparseGraph
+
+    # items 1..3 (0 is PAD); users: item 1 {A, B}, item 2 {B}, item 3 {C}
+    item_users = sp.csr_matrix(np.array([[0, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32))
+    graph = SparseGraph(torch.tensor([[0, 0], [1, 2], [1, 3], [3, 0]]), torch.tensor([[0.0, 0], [0.5, 0.5], [0.4, 0.6], [1.0, 0]]))
+    pairs = graph_pairs(graph, np.array([1, 2, 3]))
+    assert pairs.tolist() == [[1, 2], [2, 1], [2, 3]]  # self-loops, PAD and zero weights left out
+    assert shared_user_rate(item_users, pairs) == 2 / 3  # (1, 2) share B both ways; (2, 3) share nobody
+    log = tmp_path / "run.log"
+    log.write_text("epoch 0 training [time: 1.00s, train_loss1: 0.6900, train_loss2: 0.0010, train_loss3: 0.2000]\n"
+                   "epoch 0 evaluating [time: 0.50s, valid_score: 0.120000]\n"
+                   "epoch 1 training [time: 1.00s, train_loss1: 0.5000, train_loss2: 0.0020, train_loss3: 0.1500]\n"
+                   "Finished training, best eval result in epoch 0\n")
+    parsed = losses_from_log(log)
+    assert parsed["best_epoch"] == 0
+    assert parsed["per_epoch"] == [{"epoch": 0, "loss1": 0.69, "loss2": 0.001, "loss3": 0.2, "valid_score": 0.12},
+                                   {"epoch": 1, "loss1": 0.5, "loss2": 0.002, "loss3": 0.15}]
