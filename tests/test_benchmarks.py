@@ -4,6 +4,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
@@ -82,3 +84,25 @@ def test_graph_diagnostics_count_shared_users_by_hand(tmp_path):
     assert parsed["best_epoch"] == 0
     assert parsed["per_epoch"] == [{"epoch": 0, "loss1": 0.69, "loss2": 0.001, "loss3": 0.2, "valid_score": 0.12},
                                    {"epoch": 1, "loss1": 0.5, "loss2": 0.002, "loss3": 0.15}]
+
+
+def test_graph_diagnostics_of_a_trained_micro(tiny):
+    """Two modalities: h_s^v and h_s^t are opposite by Eq. 11 (cosine -1); attention means add up to 1."""
+    import json
+
+    from recbole_micro.quick_start import run_recbole_micro
+
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
+    out = tiny.root / "diagnose.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "diagnose_graphs.py"), "--checkpoint",
+               result["saved_model_file"], "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tiny.root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(out.read_text())
+    assert set(found["raw graphs"]) == {"visual", "textual"}
+    for quality in found["raw graphs"].values():
+        assert 0 <= quality["neighbours_share_a_user"] <= 1 and quality["edges"] > 0
+    trained = found["trained"]
+    assert sum(a["mean"] for a in trained["attention (Eq. 7)"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert trained["orthogonality (Eqs. 11-13)"]["mean cos(h_s^a, h_s^b)"] == pytest.approx(-1.0, abs=1e-3)
+    assert {"visual mixed graph A^m (Eq. 5)", "textual learned graph (transformed features)"} <= set(trained)
