@@ -409,8 +409,7 @@ def explain(recommender, user_token, item_tokens, top=3):
             entry["neighbours"] = {m: _neighbours(graphs[m], i, item_names, top) for m in model.modality_names}
             out.append(entry)
         return out
-    trained_set = set(trained.tolist())
-    known = dict(zip(item_names, range(len(item_names))))
+    trained_tokens = set(item_names[trained].tolist())
     for i in items:
         fused = _neighbours(graphs, i, item_names, graphs.idx.shape[1])
         out.append({
@@ -418,7 +417,7 @@ def explain(recommender, user_token, item_tokens, top=3):
             "terms": {"cf": round((user_cf[uid] @ item_cf[i]).item(), 6),
                       "item_graph": round((user_cf[uid] @ h_hat[i]).item(), 6)},
             "score": round(scores[i].item(), 6),
-            "because": [n for n in fused if known[n["item"]] in trained_set][:top],
+            "because": [n for n in fused if n["item"] in trained_tokens][:top],
             "neighbours": {"fused": fused[:top]},
         })
     return out

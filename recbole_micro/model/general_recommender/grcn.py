@@ -89,7 +89,8 @@ class GRCN(InnerProductRecommender):
         if self.weight_mode == "confid":
             self.confidence = nn.Parameter(torch.empty(self.n_nodes, len(self.modality_names)))
 
-        # parameters initialization (Xavier normal, as the authors' code)
+        # parameters initialization: Xavier normal for every matrix (the authors' code does so for the
+        # ID, preference and confidence tables; its feature layers keep PyTorch's default)
         for parameter in self.parameters():
             if parameter.dim() == 2:
                 nn.init.xavier_normal_(parameter)
