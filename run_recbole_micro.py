@@ -44,6 +44,9 @@ def build_parser():
                      help="with --recommend (LATTICE, MICRO): items added since training, one .npy per modality "
                           "(tokens in the .tokens file beside it); repeat for every modality")
     use.add_argument("--new-only", action="store_true", help="with --new-items: recommend among the new items only")
+    use.add_argument("--new-items-cf", choices=["none", "neighbours"], default="none",
+                     help="with --new-items: what stands in for their CF embedding (default none: the content part alone; "
+                          "neighbours: their graph neighbours' CF embeddings)")
     use.add_argument("--k", type=int, default=20, help="recommendations per user (default 20)")
     use.add_argument("--users", nargs="+", metavar="TOKEN", help="these users only (default: every user)")
     use.add_argument("--exclude", nargs="+", default=["train"], choices=["train", "valid"],
@@ -135,7 +138,7 @@ def recommend(args):
         new_items[name] = path
     recommender = Recommender.load(args.recommend, exclude=tuple(args.exclude), trust_checkpoint=args.trust_checkpoint)
     if new_items:
-        added = recommender.add_items(new_items)
+        added = recommender.add_items(new_items, cf=args.new_items_cf)
         print(f"{len(added)} new items attached to the trained item graphs")
     rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users, new_only=args.new_only)
     print(f"{rows} recommendations ({args.k} per user) in {args.out}")

@@ -13,7 +13,9 @@ From a prepared dataset (default ml-100k, its interactions and modality files) i
 A missing feature row takes the mean of the warm items' rows, in both, so each item has one vector.
 
 Per model and seed both are trained; the cold items are attached to the warm model
-(``Recommender.add_items``); every user with cold test items is scored against
+(``Recommender.add_items``), scored by their content part alone or with their graph neighbours'
+CF embeddings standing in for their own (``cf="neighbours"``); every user with cold test items
+is scored against
 (a) all items, warm and cold (the paper's protocol; training and validation history masked), and
 (b) the cold items only. The content-only baseline scores an item by its mean cosine similarity
 to the user's training items, summed over the modalities (raw features, no training).
@@ -205,16 +207,18 @@ def main():
                 if abs(recbole_recall - metrics[f"all_recall@{K}"]) > 1e-4:
                     raise SystemExit(f"{model}: this evaluation gives Recall@{K} {metrics[f'all_recall@{K}']:.5f} "
                                      f"where RecBole's gives {recbole_recall:.5f}; the two protocols differ.")
-                record({"method": f"{model} transductive", "seed": seed, "users": len(users),
-                        "seconds": round(seconds), **metrics})
-            if model in TRANSDUCTIVE_ONLY or have(f"{model} inductive", seed):
+                record({"method": f"{model} transductive", "seed": seed, "users": len(users), "seconds": round(seconds),
+                        "checkpoint": result["saved_model_file"], **metrics})
+            variants = {f"{model} inductive": "none", f"{model} inductive, CF from neighbours": "neighbours"}
+            if model in TRANSDUCTIVE_ONLY or all(have(method, seed) for method in variants):
                 continue
             result, seconds = train(model, warm_name, seed)
-            warm = Recommender.load(result["saved_model_file"], exclude=())
             new_dir = Path(args.data_path) / warm_name / "cold-items"
-            warm.add_items({m: str(new_dir / f"{m}.npy") for m in warm.model.modality_names})
-            record({"method": f"{model} inductive", "seed": seed, "users": len(users), "seconds": round(seconds),
-                    **evaluate(scores_of(warm), targets, history, cold_columns)})
+            for method, cf in variants.items():
+                warm = Recommender.load(result["saved_model_file"], exclude=())
+                warm.add_items({m: str(new_dir / f"{m}.npy") for m in warm.model.modality_names}, cf=cf)
+                record({"method": method, "seed": seed, "users": len(users), "seconds": round(seconds),
+                        "checkpoint": result["saved_model_file"], **evaluate(scores_of(warm), targets, history, cold_columns)})
     write_table(out, done)
 
 

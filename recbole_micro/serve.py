@@ -27,6 +27,7 @@ from recbole.data.interaction import Interaction
 from recbole_micro.errors import RecBoleMicroError
 
 EXCLUDABLE = ("train", "valid")
+NEW_ITEM_CF = ("none", "neighbours")  # what stands in for a new item's CF embedding
 
 
 class ServeError(RecBoleMicroError, ValueError):
@@ -88,7 +89,7 @@ class Recommender:
         return np.array([added[t] if t in added else ids[t] for t in tokens]) if tokens else np.array([], dtype=int)
 
     @torch.no_grad()
-    def add_items(self, feature_files):
+    def add_items(self, feature_files, cf="none"):
         """Attach items that were not in training, from their features, so they are recommended and explained.
 
         Args:
@@ -97,6 +98,10 @@ class Recommender:
                 a dataset YAML; one entry for every modality the model was trained on, rows of the
                 trained dimension, the same new tokens in each. Relative paths are read from the
                 current folder.
+            cf (str): what stands in for their absent CF embedding x~_i: ``none`` (nothing: the
+                score is the content part alone) or ``neighbours`` (the trained neighbours' CF
+                embeddings averaged along the item's new graph edges, ``neighbour_cf`` of
+                ``attach_items``), which puts new items on the trained items' scale.
 
         Returns:
             list: the added item tokens, in the order of the first modality's file.
@@ -105,6 +110,8 @@ class Recommender:
         from recbole_micro.errors import NewItemsError
 
         model = self.model
+        if cf not in NEW_ITEM_CF:
+            raise NewItemsError(f"cf is {cf!r}; use one of {', '.join(NEW_ITEM_CF)}.")
         if not hasattr(model, "attach_items"):
             raise NewItemsError(f"add_items covers LATTICE and MICRO; {type(model).__name__} has no item graphs "
                                 "to attach new items to.")
@@ -144,6 +151,8 @@ class Recommender:
                 raise NewItemsError(f"{spec.file} holds NaN or infinite values; new items need finite features.")
             feats[name] = torch.from_numpy(values).to(self.device)
         attached = model.attach_items(feats)
+        attached["cf"] = attached["neighbour_cf"] if cf == "neighbours" else torch.zeros_like(attached["item"])
+        attached["vector"] = attached["cf"] + attached["item"]  # the item side of the score
         self.new_items = attached if self.new_items is None else concat_attached(self.new_items, attached)
         self.new_tokens += tokens
         self._explained = None
@@ -156,14 +165,14 @@ class Recommender:
     @torch.no_grad()
     def raw_scores(self, user_ids):
         """(len(user_ids), n_items + added) scores, unmasked: ``full_sort_predict``, then the added items,
-        scored as the inner product of the user's final embedding with their content vector."""
+        scored as the inner product of the user's final embedding with their item vector (``add_items``)."""
         users = torch.as_tensor(np.asarray(user_ids), dtype=torch.long, device=self.device)
         scores = self.model.full_sort_predict(Interaction({self.uid_field: users}).to(self.device))
         scores = scores.view(len(users), -1).float()
         if self.new_items is None:
             return scores
         user_final = self.model.final_embeddings_cached()[0][users]
-        return torch.cat([scores, (user_final @ self.new_items["item"].t()).float()], dim=1)
+        return torch.cat([scores, (user_final @ self.new_items["vector"].t()).float()], dim=1)
 
     @torch.no_grad()
     def scores(self, user_ids):
@@ -355,7 +364,7 @@ def _explained_parts(recommender):
             parts["h_hat"] = F.normalize(model.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)
         new = recommender.new_items
         if new is not None:  # added items: no CF embedding, their attached rows and vectors
-            parts["item_cf"] = torch.cat([item_cf, torch.zeros_like(new["item"])])
+            parts["item_cf"] = torch.cat([item_cf, new["cf"]])
             parts["h_hat"] = torch.cat([parts["h_hat"], new["item"]])
             if isinstance(model, MICRO):
                 parts.update(h=torch.cat([parts["h"], new["h"]]), alpha=torch.cat([parts["alpha"], new["alpha"]]),

@@ -68,6 +68,10 @@ def test_micro_attaching_a_training_item_reproduces_its_rows_and_embeddings(tiny
     torch.testing.assert_close(attached["alpha"], model.fuse_shared(side["h_m"])[1][KNOWN])
     torch.testing.assert_close(attached["h"], side["h"][KNOWN])
     torch.testing.assert_close(attached["item"], torch.nn.functional.normalize(side["h"][KNOWN], dim=1))
+    # the CF stand-in: the neighbours' x~ along the same rows, fused by the same attention
+    item_cf, alpha = model.cf_embeddings()[1], attached["alpha"]
+    expected = sum(alpha[:, [k]] * (graphs[m].to_dense()[KNOWN] @ item_cf) for k, m in enumerate(model.modality_names))
+    torch.testing.assert_close(attached["neighbour_cf"], expected)
 
 
 @pytest.mark.parametrize("fusion", ["paper", "official"])
@@ -76,6 +80,7 @@ def test_lattice_attaching_a_training_item_reproduces_its_row_and_embedding(tiny
     attached = model.attach_items(copies_of(model, KNOWN))
     torch.testing.assert_close(dense_rows(attached["graph"], model.n_items), model.item_graphs().to_dense()[KNOWN])
     torch.testing.assert_close(attached["h"], model.item_graph_embedding()[KNOWN])
+    torch.testing.assert_close(attached["neighbour_cf"], model.item_graphs().to_dense()[KNOWN] @ model.cf_embeddings()[1])
 
 
 def test_a_new_item_is_never_its_own_or_pads_neighbour_and_known_rows_stay(tiny):
@@ -148,6 +153,25 @@ def test_added_items_are_scored_by_their_content_part_and_recommended(served, ti
     _, all_items, all_scores = recommender.recommend(["u01"], k=dataset.item_num + 2)  # every candidate
     assert {"new-it03", "new-it07", "new-random"} <= set(all_items[0])
     assert list(all_scores[0]) == sorted(all_scores[0], reverse=True)
+
+
+def test_a_cf_stand_in_from_the_neighbours_is_added_to_the_content_part(tiny):
+    result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
+    recommender = Recommender.load(result["saved_model_file"])
+    with pytest.raises(NewItemsError, match="cf is 'mean'; use one of none, neighbours"):
+        recommender.add_items(write_new_items(tiny, tiny.root / "new"), cf="mean")
+    recommender.add_items(write_new_items(tiny, tiny.root / "new"), cf="neighbours")
+    new = recommender.new_items
+    users = np.arange(1, recommender.dataset.user_num)
+    user_final = recommender.model.final_embeddings_cached()[0][users]
+    torch.testing.assert_close(recommender.raw_scores(users)[:, recommender.dataset.item_num:],
+                               user_final @ (new["neighbour_cf"] + new["item"]).t())
+    from recbole_micro.serve import explain
+
+    _, items, scores = recommender.recommend(["u05"], k=2, new_only=True)
+    for entry, score in zip(explain(recommender, "u05", list(items[0])), scores[0]):
+        assert entry["terms"]["x_u.x_i"] != 0  # the stand-in is part of the score and of its terms
+        assert sum(entry["terms"].values()) == pytest.approx(float(score), abs=1e-5)
 
 
 def test_added_items_are_explained_with_their_attached_rows(tiny):

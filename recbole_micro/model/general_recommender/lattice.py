@@ -28,7 +28,8 @@ from recbole.utils import InputType
 
 from recbole_micro.errors import NewItemsError
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.layers import NORM_EPS, combine, normalize_attached, propagate, skip_connection, symmetric_normalize
+from recbole_micro.model.layers import (NORM_EPS, combine, normalize_attached, propagate, propagate_rows, skip_connection,
+                                        symmetric_normalize)
 
 GRAPH_FUSIONS = ("paper", "official")
 
@@ -95,7 +96,9 @@ class LATTICE(ItemGraphRecommender):
         CF embedding, so their item side of Eq. 8 is h_i / |h_i| alone.
 
         Returns:
-            dict: ``graph`` (rows of A), ``h`` (Q, d) and ``item`` (Q, d), the vector users score against.
+            dict: ``graph`` (rows of A), ``h`` (Q, d), ``item`` (Q, d) = h / |h|, the content part
+            users score against, and ``neighbour_cf`` (Q, d) = A x~, the trained neighbours' CF
+            embeddings along the same edges: an estimate for the absent x~_i, if one is wanted.
         """
         if not self.use_item_graph:
             raise NewItemsError("LATTICE with use_item_graph False has no item graph to attach new items to.")
@@ -110,7 +113,8 @@ class LATTICE(ItemGraphRecommender):
             initial = combine([rows[m]["initial"] for m in self.modality_names], alpha)
             graph = skip_connection(initial, learned, self.lambda_coeff)
         h = self.propagate_attached(graph, self.item_graphs(), self.item_embedding.weight)  # Eq. 7
-        return {"graph": graph, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS)}
+        return {"graph": graph, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS),
+                "neighbour_cf": propagate_rows(graph, self.cf_embeddings()[1])}
 
     def calculate_loss(self, interaction):
         self.clear_cache()

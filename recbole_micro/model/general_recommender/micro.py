@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.layers import NORM_EPS, propagate, skip_connection
+from recbole_micro.model.layers import NORM_EPS, propagate, propagate_rows, skip_connection
 from recbole_micro.model.losses import CL_KERNELS, info_nce_loss
 from recbole_micro.model.sparse import FixedSparse, row_normalized
 
@@ -198,7 +198,9 @@ class MICRO(ItemGraphRecommender):
 
         Returns:
             dict: ``graphs`` {m: rows of A^m}, ``h_m`` {m: (Q, d)}, ``alpha`` (Q, M) (Eq. 7),
-            ``h`` (Q, d) and ``item`` (Q, d), the vector users' final embeddings score against.
+            ``h`` (Q, d), ``item`` (Q, d) = h / |h|, the content part users score against, and
+            ``neighbour_cf`` (Q, d) = sum_m alpha^m A^m x~, the trained neighbours' CF embeddings
+            along the same edges and attention: an estimate for the absent x~_i, if one is wanted.
         """
         rows = self.attached_graph_rows(new_feats)
         graphs = {m: skip_connection(r["initial"], r["learned"], self.lambda_coeff) for m, r in rows.items()}  # Eq. 5
@@ -213,7 +215,10 @@ class MICRO(ItemGraphRecommender):
                    for m in self.modality_names}
         h_c, alpha = self.fuse_shared(h_m)
         h = self.fuse_final(h_c, self.specific_embeddings(h_m, h_c))[0] if self.use_specific else h_c
-        return {"graphs": graphs, "h_m": h_m, "alpha": alpha, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS)}
+        item_cf = self.cf_embeddings()[1]
+        neighbour_cf = sum(alpha[:, [k]] * propagate_rows(graphs[m], item_cf) for k, m in enumerate(self.modality_names))
+        return {"graphs": graphs, "h_m": h_m, "alpha": alpha, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS),
+                "neighbour_cf": neighbour_cf}
 
     # ----- losses (Eqs. 9-10, 13, 19) -----
     def contrastive_anchors(self, interaction):
