@@ -108,14 +108,15 @@ def split_matrix(dataset, dataset_dir, name, split):
 
 def ranking_metrics(scores, targets, k=K):
     """Mean Recall@k and NDCG@k (RecBole's definitions) over the rows of ``scores`` (users) with targets."""
-    top = torch.topk(scores, k, dim=1).indices.numpy()
+    top_scores, top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    ranked = torch.isfinite(top_scores).numpy()  # masked items (-inf) are not ranked
     recalls, ndcgs = [], []
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    for row, items in enumerate(top):
+    for row, items in enumerate(top.numpy()):
         wanted = set(targets[row].indices.tolist())
-        hits = np.array([i in wanted for i in items], dtype=float)
+        hits = np.array([i in wanted for i in items], dtype=float) * ranked[row]
         recalls.append(hits.sum() / len(wanted))
-        ndcgs.append((hits * discount).sum() / discount[:min(len(wanted), k)].sum())
+        ndcgs.append((hits * discount[:len(hits)]).sum() / discount[:min(len(wanted), k)].sum())
     return {f"recall@{k}": float(np.mean(recalls)), f"ndcg@{k}": float(np.mean(ndcgs))}
 
 
@@ -140,7 +141,11 @@ def main():
     parser.add_argument("--split-seed", type=int, default=123, help="the cold-start draw (official: 123)")
     parser.add_argument("--settings", default="", help="extra key=value,... for every run (e.g. cl_anchors=batch)")
     parser.add_argument("--out", default="benchmarks/results/cold-start")
+    parser.add_argument("--table-only", action="store_true", help="rewrite table.md from runs.jsonl and stop")
     args = parser.parse_args()
+    if args.table_only:
+        rows = [json.loads(line) for line in (Path(args.out) / "runs.jsonl").read_text().splitlines()]
+        return write_table(Path(args.out), rows)
 
     from recbole_micro.quick_start import run_recbole_micro
     from recbole_micro.serve import Recommender
@@ -223,15 +228,16 @@ def main():
 
 
 def write_table(out, rows):
-    """table.md: one row per method, mean over seeds of each metric."""
+    """table.md: one row per method, mean ± std over seeds of each metric."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     keys = [f"all_recall@{K}", f"all_ndcg@{K}", f"cold_recall@{K}", f"cold_ndcg@{K}"]
     lines = ["| method | seeds | all items: Recall@20 | NDCG@20 | cold items only: Recall@20 | NDCG@20 |",
              "|---|---|---|---|---|---|"]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        cells = [f"{np.mean([r[k] for r in mine]):.4f}" for k in keys]
-        lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
+        cells = [f"{np.mean([r[k] for r in mine]):.4f} ± {np.std([r[k] for r in mine]):.4f}" for k in keys]
+        seeds = "-" if mine[0]["seed"] is None else str(len(mine))
+        lines.append(f"| {method} | {seeds} | " + " | ".join(cells) + " |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

@@ -106,3 +106,26 @@ def test_graph_diagnostics_of_a_trained_micro(tiny):
     assert sum(a["mean"] for a in trained["attention (Eq. 7)"].values()) == pytest.approx(1.0, abs=1e-3)
     assert trained["orthogonality (Eqs. 11-13)"]["mean cos(h_s^a, h_s^b)"] == pytest.approx(-1.0, abs=1e-3)
     assert {"visual mixed graph A^m (Eq. 5)", "textual learned graph (transformed features)"} <= set(trained)
+
+
+def test_cold_start_metrics_by_hand():
+    """Recall@k = hits / targets, NDCG@k = DCG / IDCG over min(targets, k) (RecBole's); history and PAD never
+    ranked; 'cold items only' ranks among the cold columns."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from cold_start import evaluate, ranking_metrics
+
+    scores = torch.tensor([[9.0, 5.0, 4.0, 3.0, 2.0]])  # item 0 is PAD
+    targets = sp.csr_matrix(np.array([[0, 0, 1, 0, 1]]))  # items 2 and 4
+    found = ranking_metrics(scores, targets, k=2)  # unmasked: the top 2 are PAD and item 1
+    assert found == {"recall@2": 0.0, "ndcg@2": 0.0}
+    history = sp.csr_matrix(np.array([[0, 1, 0, 0, 0]]))  # item 1 was trained on: masked
+    both = evaluate(scores, targets, history, cold_columns=torch.tensor([3, 4]))
+    # all items, top 20 of [2, 3, 4]: hits at ranks 1 and 3
+    ideal = 1 + 1 / np.log2(3)
+    assert both["all_recall@20"] == 1.0 and both["all_ndcg@20"] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
+    # cold items only (3, 4): item 4 at rank 2 is the one hit among the two targets
+    assert both["cold_recall@20"] == 0.5 and both["cold_ndcg@20"] == pytest.approx((1 / np.log2(3)) / ideal)

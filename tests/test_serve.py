@@ -270,7 +270,6 @@ def test_lattice_explanation_of_a_hand_checked_case():
     """LATTICE: cf = x_u . x_c = 0.5; item graph = x_u . h_c/|h_c| = 0; the user's training items
     among c's fused-graph neighbours, strongest first: b (0.5), a (0.3)."""
     from recbole_micro.model.general_recommender.lattice import LATTICE
-    from recbole_micro.serve import explain
 
     (entry,) = hand_checked_recommender(LATTICE, HAND_PARTS).explain("u", ["c"])  # the method form
     assert entry["terms"] == pytest.approx({"cf": 0.5, "item_graph": 0.0}, abs=1e-6)
