@@ -140,20 +140,12 @@ def recommend(args):
     if new_items:
         added = recommender.add_items(new_items, cf=args.new_items_cf)
         print(f"{len(added)} new items attached to the trained item graphs")
-    rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users, new_only=args.new_only)
+    explain_path = Path(args.out).with_suffix(".explain.jsonl") if args.explain else None
+    rows = recommender.write_recommendations(args.out, k=args.k, user_tokens=args.users, new_only=args.new_only,
+                                             explain_path=explain_path)
     print(f"{rows} recommendations ({args.k} per user) in {args.out}")
-    if args.explain:
-        import json
-
-        from recbole_micro.serve import explain
-
-        path = Path(args.out).with_suffix(".explain.jsonl")
-        users, items, _ = recommender.recommend(args.users, k=args.k, new_only=args.new_only)
-        with open(path, "w", encoding="utf-8") as f:
-            for user, row in zip(users, items):
-                for entry in explain(recommender, user, list(row)):
-                    f.write(json.dumps(entry) + "\n")
-        print(f"explanations in {path}")
+    if explain_path:
+        print(f"explanations in {explain_path}")
     return 0
 
 

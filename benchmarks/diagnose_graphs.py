@@ -85,7 +85,7 @@ def from_checkpoint(model, item_users, items, rng):
                 out[f"{m} mixed graph A^m (Eq. 5)"] = quality(item_users, graph, items, rng)
         if isinstance(model, MICRO) and model.use_contrastive:
             side = model.item_multimodal_embeddings()
-            alpha = model.fuse_shared(side["h_m"])[1][items]
+            alpha = side["alpha"][items]
             out["attention (Eq. 7)"] = {
                 m: {"mean": round(float(alpha[:, k].mean()), 4), "std": round(float(alpha[:, k].std()), 4),
                     "share_of_items_above_0.5": round(float((alpha[:, k] > 0.5).float().mean()), 4)}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_micro.errors import RecBoleMicroError
+from recbole_micro.errors import NewItemsError, RecBoleMicroError
 
 EXCLUDABLE = ("train", "valid")
 NEW_ITEM_CF = ("none", "neighbours")  # what stands in for a new item's CF embedding
@@ -107,7 +107,6 @@ class Recommender:
             list: the added item tokens, in the order of the first modality's file.
         """
         from recbole_micro.data.features import parse_modalities, read_feature_matrix, read_token_rows
-        from recbole_micro.errors import NewItemsError
 
         model = self.model
         if cf not in NEW_ITEM_CF:
@@ -139,8 +138,8 @@ class Recommender:
                                     "every modality needs the same new items.")
             rows[name] = (spec, matrix, token_rows)
         tokens = first[1]
-        known = self.dataset.field2token_id[self.iid_field]
-        taken = [t for t in tokens if t in known or t in set(self.new_tokens)]
+        known, added = self.dataset.field2token_id[self.iid_field], set(self.new_tokens)
+        taken = [t for t in tokens if t in known or t in added]
         if taken:
             raise NewItemsError(f"{first[0].tokens} lists item token(s) {taken[:5]} that the model already has; "
                                 "new items need new tokens (rename them, or drop the known ones).")
@@ -210,8 +209,14 @@ class Recommender:
             yield (self.dataset.id2token(self.uid_field, batch), tokens[top_items.cpu().numpy() + first],
                    top_scores.cpu().numpy())
 
-    def write_recommendations(self, path, k=20, user_tokens=None, batch_users=None, new_only=False):
-        """Write ``user, rank, item, score`` rows (CSV or Parquet, by the suffix) batch by batch; the row count."""
+    def write_recommendations(self, path, k=20, user_tokens=None, batch_users=None, new_only=False, explain_path=None):
+        """Write ``user, rank, item, score`` rows (CSV or Parquet, by the suffix) batch by batch; the row count.
+
+        With ``explain_path`` (LATTICE, MICRO), the explanation of every written (user, item) goes
+        there as one JSON line, from the same batches (the scores are computed once).
+        """
+        import json
+
         import pandas as pd
 
         path = Path(path)
@@ -220,9 +225,14 @@ class Recommender:
             raise ServeError(f"{path}: write recommendations to a .csv or a .parquet file.")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
+        explain_tmp = Path(explain_path).with_name(f".{Path(explain_path).name}.tmp") if explain_path else None
         writer, rows = None, 0
         try:
             for users, items, scores in self.iter_batches(self.user_ids(user_tokens), k, batch_users, new_only):
+                if explain_tmp is not None:
+                    with open(explain_tmp, "a" if rows else "w", encoding="utf-8") as f:
+                        for user, row in zip(users, items):
+                            f.writelines(json.dumps(entry) + "\n" for entry in explain(self, user, list(row)))
                 frame = pd.DataFrame({"user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
                                       "item": items.reshape(-1), "score": scores.reshape(-1)})
                 if suffix == ".csv":
@@ -239,11 +249,14 @@ class Recommender:
                 writer.close()
                 writer = None
             tmp.replace(path)
+            if explain_tmp is not None:
+                explain_tmp.replace(explain_path)
         finally:
             if writer is not None:
                 writer.close()
-            if tmp.exists():
-                tmp.unlink()
+            for leftover in (tmp, explain_tmp):
+                if leftover is not None and leftover.exists():
+                    leftover.unlink()
         return rows
 
 
@@ -355,7 +368,7 @@ def _explained_parts(recommender):
         if isinstance(model, MICRO):
             side = model.item_multimodal_embeddings()
             h = side["h"]
-            parts.update(h=h, h_hat=F.normalize(h, p=2, dim=1, eps=NORM_EPS), alpha=model.fuse_shared(side["h_m"])[1])
+            parts.update(h=h, h_hat=F.normalize(h, p=2, dim=1, eps=NORM_EPS), alpha=side["alpha"])
             if model.use_user_pref:
                 h_u = model.user_preference(h)
                 parts.update(h_u_hat=F.normalize(h_u, p=2, dim=1, eps=NORM_EPS),

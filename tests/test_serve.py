@@ -221,8 +221,7 @@ def hand_checked_recommender(model_class, parts):
                         torch.tensor([[0.0, 0, 0], [0.6, 0.1, 0], [0.7, 0.2, 0], [0.2, 0.5, 0.1]]))
     model.cf_embeddings = lambda: (user_cf, item_cf)
     model.item_graphs = lambda: {"v": graph, "t": graph} if model_class is MICRO else graph
-    model.item_multimodal_embeddings = lambda: {"h": parts["h"], "h_m": None}
-    model.fuse_shared = lambda h_m: (None, parts["alpha"])
+    model.item_multimodal_embeddings = lambda: {"h": parts["h"], "h_m": None, "alpha": parts["alpha"]}
     model.user_preference = lambda h: (h[1:3].mean(dim=0, keepdim=True)).expand(2, -1)  # a, b
     model.item_graph_embedding = lambda: parts["h"]
     if model_class is MICRO:

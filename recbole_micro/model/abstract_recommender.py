@@ -315,9 +315,9 @@ class ItemGraphRecommender(InnerProductRecommender):
         for m in self.modality_names:
             raw = self.raw_feat(m)
             initial = knn_rows(new_feats[m], raw, self.knn_k, self.knn_chunk_size)
-            transformed = self.feat_transforms[m](new_feats[m])  # Eq. 4
-            learned_knn = knn_rows(transformed, self.transformed_feat(m), self.knn_k, self.knn_chunk_size)
-            learned_degree = self.learned_knn(m).val.sum(dim=1)
+            transformed, known_transformed = self.feat_transforms[m](new_feats[m]), self.transformed_feat(m)  # Eq. 4
+            learned_knn = knn_rows(transformed, known_transformed, self.knn_k, self.knn_chunk_size)
+            learned_degree = self.knn(known_transformed).val.sum(dim=1)  # the known kNN(e~^m)'s degrees
             rows[m] = {
                 "initial": normalize_attached(initial, self.knn(raw).val.sum(dim=1)),  # Eq. 3
                 "learned_knn": learned_knn, "learned_degree": learned_degree,

@@ -156,19 +156,22 @@ class MICRO(ItemGraphRecommender):
         gamma = F.softmax(stacked @ self.specific_query, dim=1)  # Eq. 14
         return (gamma.unsqueeze(-1) * stacked).sum(dim=1), gamma  # Eq. 15
 
-    def item_multimodal_embeddings(self):
-        """Everything the losses and the score need from the item side.
+    def fuse(self, h_m):
+        """From the modality embeddings to h_i: Eqs. 7-8, then 11-15 with ``use_specific``.
 
         Returns:
-            dict: ``h_m`` {m: (N, d)}, ``h_c`` (N, d), ``h_s`` {m: (N, d)} or None, ``h`` (N, d).
+            dict: ``h_m`` {m: (n, d)}, ``h_c`` (n, d), ``alpha`` (n, M), ``h_s`` {m: (n, d)} or None, ``h`` (n, d).
         """
-        h_m = self.modality_embeddings()
-        h_c, _ = self.fuse_shared(h_m)
+        h_c, alpha = self.fuse_shared(h_m)
         if not self.use_specific:
-            return {"h_m": h_m, "h_c": h_c, "h_s": None, "h": h_c}
+            return {"h_m": h_m, "h_c": h_c, "alpha": alpha, "h_s": None, "h": h_c}
         h_s = self.specific_embeddings(h_m, h_c)
         h, _ = self.fuse_final(h_c, h_s)
-        return {"h_m": h_m, "h_c": h_c, "h_s": h_s, "h": h}
+        return {"h_m": h_m, "h_c": h_c, "alpha": alpha, "h_s": h_s, "h": h}
+
+    def item_multimodal_embeddings(self):
+        """Everything the losses and the score need from the item side: :meth:`fuse` of every item's h^m."""
+        return self.fuse(self.modality_embeddings())
 
     def user_preference(self, h):
         """h_u = mean of h_i over the user's training items (Eq. 16), (U, d); 0 without items."""
@@ -204,21 +207,19 @@ class MICRO(ItemGraphRecommender):
         """
         rows = self.attached_graph_rows(new_feats)
         graphs = {m: skip_connection(r["initial"], r["learned"], self.lambda_coeff) for m, r in rows.items()}  # Eq. 5
-        if self.item_repr == "feats":
-            h_m = {m: rows[m]["transformed"] for m in self.modality_names}
-        elif self.item_repr == "graph_feats" and self.n_item_layers == 0:
-            h_m = {m: rows[m]["transformed"] for m in self.modality_names}
+        if self.item_repr == "feats" or (self.item_repr == "graph_feats" and self.n_item_layers == 0):
+            h_m = {m: rows[m]["transformed"] for m in self.modality_names}  # H_(0) itself
         else:
             known = self.item_graphs()
             h_m = {m: self.propagate_attached(graphs[m], known[m], self.item_embedding.weight
                                               if self.item_repr == "graph_id" else self.transformed_feat(m))
                    for m in self.modality_names}
-        h_c, alpha = self.fuse_shared(h_m)
-        h = self.fuse_final(h_c, self.specific_embeddings(h_m, h_c))[0] if self.use_specific else h_c
+        side = self.fuse(h_m)
         item_cf = self.cf_embeddings()[1]
-        neighbour_cf = sum(alpha[:, [k]] * propagate_rows(graphs[m], item_cf) for k, m in enumerate(self.modality_names))
-        return {"graphs": graphs, "h_m": h_m, "alpha": alpha, "h": h, "item": F.normalize(h, p=2, dim=1, eps=NORM_EPS),
-                "neighbour_cf": neighbour_cf}
+        neighbour_cf = sum(side["alpha"][:, [k]] * propagate_rows(graphs[m], item_cf)
+                           for k, m in enumerate(self.modality_names))
+        return {"graphs": graphs, "h_m": h_m, "alpha": side["alpha"], "h": side["h"],
+                "item": F.normalize(side["h"], p=2, dim=1, eps=NORM_EPS), "neighbour_cf": neighbour_cf}
 
     # ----- losses (Eqs. 9-10, 13, 19) -----
     def contrastive_anchors(self, interaction):
