@@ -96,7 +96,7 @@ def main(argv=None):
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     # RecBole's Config reads --key=value flags from sys.argv itself: leave it only those.
     sys.argv = [sys.argv[0]] + rest
-    from recbole_micro.errors import DistributedError, RecBoleMicroError
+    from recbole_micro.errors import DistributedError, RecBoleMicroError, RunsStopped
     from recbole_micro.quick_start import run
 
     config_files = args.config_files.split() if args.config_files else None
@@ -115,6 +115,9 @@ def main(argv=None):
         result = run(model=args.model, dataset=args.dataset, config_file_list=config_files, resume=args.resume,
                      trust_checkpoint=args.trust_checkpoint, nproc=args.nproc, world_size=args.world_size,
                      ip=args.ip, port=args.port, group_offset=args.group_offset)
+    except RunsStopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 3
     except RecBoleMicroError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

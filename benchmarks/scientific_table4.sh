@@ -8,8 +8,12 @@
 # ablations at MICRO's chosen point in benchmarks/results/scientific-ablations/.
 #
 # Needs dataset/scientific (python -m dataset_prep.scientific, 2.5 min). On the project's 2-core
-# CPU this is many hours (about 130 full runs; MICRO with the exact L_C is ~19 s an epoch here):
-# start it in the background and let it resume across sessions.
+# CPU this is many hours (about 130 full runs; MICRO with the exact L_C is ~48 s an epoch on one
+# thread here): start it in the background and let it resume across sessions. Started twice, the
+# two workers share the runs (claims in the results folder), one core each:
+#   for w in 1 2; do OMP_NUM_THREADS=1 nohup benchmarks/scientific_table4.sh >> benchmarks/results/scientific/progress-$w.log 2>&1 & done
+# Each tuning run is also its row's seed-2020 run, and the ablation table adopts the full MICRO
+# row's runs from the main table, so neither runs twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -25,6 +29,9 @@ POINT=$("$PY" -c "
 import json, sys
 chosen = json.load(open('$OUT/chosen.json'))['MICRO']['point']
 print(','.join(f'{k}={v}' for k, v in chosen.items()))")
+"$PY" -c "
+from recbole_micro.compare import adopt_runs
+adopt_runs('$OUT', '$OUT-ablations', ['MICRO:$POINT'])"
 "$PY" run_recbole_micro.py -d scientific --show_progress=False --seeds 2020 2021 2022 --proposed MICRO \
     --out "$OUT-ablations" --compare "MICRO:$POINT" \
     "MICRO:$POINT,use_contrastive=False,use_specific=False" "MICRO:$POINT,use_specific=False" \

@@ -7,6 +7,8 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
   skips the (model, seed) pairs already there);
 - ``running.json``: the checkpoint of each run in progress, so that a run interrupted mid-way
   continues from its last evaluated epoch on the re-run (see :mod:`recbole_micro.trainer`);
+- ``claims/``: the runs other workers on the same folder are running now (see
+  :mod:`recbole_micro.claims`): start the same command twice and the two share the runs;
 - ``runs.csv``: the same rows, every valid and test metric at every cut-off, with the run's
   time, its saved model, its log and its full config (``configs/<model>-seed<seed>.json``);
 - ``logs/<model>-seed<seed>.log``: RecBole's log of the run;
@@ -18,6 +20,7 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 - ``chart.png``: one panel per metric with every seed as a point beside its row's mean (the axis
   fitted to the data), and a panel of paired differences from the first proposed row.
 """
+import fcntl
 import json
 import logging
 import re
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_micro.errors import ModelSpecError
+from recbole_micro.errors import ModelSpecError, RunsStopped
 from recbole_micro.files import write_atomically
 from recbole_micro.results import Progress, metric_columns, pyplot, write_rows_csv
 
@@ -82,8 +85,12 @@ def parse_model_spec(spec):
 
 
 def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, config_dict=None, proposed=DEFAULT_PROPOSED,
-                   log=print, progress=None):
+                   log=print, progress=None, notes=""):
     """Run every model with every seed (skipping finished pairs) and write the tables.
+
+    Several workers may run the same comparison on one ``out_dir`` at once: each takes the next
+    run no other worker holds (see :mod:`recbole_micro.claims`), and waits for the others' runs
+    before writing the tables.
 
     Args:
         models (list of str): model names, ours or RecBole's, in table order; a name may carry
@@ -95,49 +102,141 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         config_dict (dict): settings applied to every run (the seed is set per run).
         proposed (list of str): the models compared against the best of the others.
         progress (Progress): counts the runs (one line per run with the time left); a new one when None.
+        notes (str): text appended to ``table.md``.
 
     Returns:
         list of dict: every finished run (old and new).
     """
-    from recbole_micro.quick_start import run_recbole_micro
-
     out_dir = Path(out_dir)
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    pairs = [(model, seed) for seed in seeds for model in models]
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    for model, seed in pairs:
+        if (model, seed) in finished:
+            log(f"{model} seed {seed}: done before, skipped")
     if progress is None:
-        progress = Progress(sum((m, s) not in finished for s in seeds for m in models), log)
-    for seed in seeds:
-        for model in models:
-            if (model, seed) in finished:
-                log(f"{model} seed {seed}: done before, skipped")
-                continue
-            start = time.time()
-            model_name, overrides = parse_model_spec(model)
-            resume = _interrupted_run(out_dir, model, seed)
-            if resume:
-                log(f"{model} seed {seed}: resuming {resume}")
-            result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
-                                       config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
-                                       started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
-            _record_run(out_dir, model, seed, dataset, result, time.time() - start)
-            _mark_running(out_dir, model, seed, None)
-            progress.finished(f"{model} seed {seed}", result)
+        progress = Progress(sum(pair not in finished for pair in pairs), log)
+
+    def run(pair):
+        model, seed = pair
+        row, result = run_one(out_dir, model, seed, dataset, config_file_list, config_dict, log)
+        progress.finished(f"{model} seed {seed}", result)
+
+    def done_now():
+        return {run_name(r["model"], r["seed"]) for r in read_runs(out_dir)}
+
+    run_shared(out_dir, [(run_name(*pair), pair) for pair in pairs], done_now, run, log, progress)
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
-    write_outputs(rows, models, out_dir, proposed)
+    write_outputs(rows, models, out_dir, proposed, notes)
     return rows
+
+
+def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=None, log=print):
+    """One run of ``model`` (a spec) with ``seed``, resumed from its last epoch if it was interrupted, then recorded.
+
+    Returns:
+        tuple: (its row in ``runs.jsonl``, the result of :func:`~recbole_micro.quick_start.run_recbole_micro`).
+    """
+    from recbole_micro.quick_start import run_recbole_micro
+
+    start = time.time()
+    model_name, overrides = parse_model_spec(model)
+    resume = _interrupted_run(out_dir, model, seed)
+    if resume:
+        log(f"{model} seed {seed}: resuming {resume}")
+    result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
+                               config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
+                               started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
+    row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
+    _mark_running(out_dir, model, seed, None)
+    return row, result
+
+
+def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):
+    """Run every job not yet done, in order, sharing them with any other worker on ``out_dir``.
+
+    Each job is claimed before it starts (another worker's live claim makes this one move on);
+    when every job left is held by others, this waits for them, so that on return all are done.
+    A file ``STOP`` in ``out_dir`` ends the loop before the next job (:class:`RunsStopped`): the
+    runs in flight finish and are recorded, and the same command later goes on from there.
+
+    Args:
+        jobs (list of tuple): ``(name, job)``; the name is file-safe and names the claim.
+        done_now (callable): the set of names finished so far (read again before every job).
+        run (callable): ``run(job)`` runs one job to its end and records it where ``done_now`` reads.
+        progress (Progress): its total is kept at this worker's runs so far, plus the jobs left, plus ``later``.
+        later (int): runs the caller will start after these.
+    """
+    from recbole_micro import claims as claiming
+
+    claims = claiming.Claims(out_dir)
+    said = None
+    while True:
+        stop = Path(out_dir) / "STOP"
+        if stop.exists():  # asked to stop between runs (e.g. before the machine goes): nothing is lost
+            raise RunsStopped(f"stopped before the next run, as {stop} asks; remove it and run the same command "
+                              "again to go on from here")
+        done = done_now()
+        left = [(name, job) for name, job in jobs if name not in done]
+        if not left:
+            return
+        if progress is not None:
+            progress.total = progress.done + len(left) + later
+        for name, job in left:
+            if not claims.take(name):
+                continue
+            try:
+                if name not in done_now():  # another worker may have finished it since the look above
+                    run(job)
+            finally:
+                claims.release(name)
+            said = None
+            break
+        else:
+            line = claims.waiting_line([name for name, _ in left])
+            if line != said:
+                log(line)
+                said = line
+            claiming.wait()
+
+
+def adopt_runs(src_dir, out_dir, models):
+    """Copy the finished runs of ``models`` (rows, configs, logs) from another comparison folder into ``out_dir``.
+
+    For a row that two comparisons share (the full model in an ablation table, say): the same
+    spec and seed on the same dataset is the same run, so it need not run again. Runs already
+    in ``out_dir`` are kept as they are.
+
+    Returns:
+        int: the number of runs copied.
+    """
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    for sub in ("logs", "configs"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    have = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    copied = [r for r in read_runs(src_dir) if r["model"] in models and (r["model"], r["seed"]) not in have]
+    for row in copied:
+        for key in ("config", "log"):
+            if row.get(key) and (src_dir / row[key]).is_file():
+                shutil.copyfile(src_dir / row[key], out_dir / row[key])
+    with open(out_dir / "runs.jsonl", "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in copied)
+    return len(copied)
 
 
 def _mark_running(out_dir, model, seed, checkpoint):
     """Note (or, with None, forget) the checkpoint of the run of ``model`` with ``seed`` in ``running.json``."""
     path = Path(out_dir) / "running.json"
-    running = json.loads(path.read_text()) if path.is_file() else {}
-    key = f"{model} seed {seed}"
-    if checkpoint is None:
-        running.pop(key, None)
-    else:
-        running[key] = str(Path(checkpoint).resolve())
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(running, indent=1, sort_keys=True)))
+    with open(Path(out_dir) / ".running.lock", "w") as lock:  # other workers on this folder write it too
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        running = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{model} seed {seed}"
+        if checkpoint is None:
+            running.pop(key, None)
+        else:
+            running[key] = str(Path(checkpoint).resolve())
+        write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(running, indent=1, sort_keys=True)))
 
 
 def _interrupted_run(out_dir, model, seed):
@@ -149,7 +248,7 @@ def _interrupted_run(out_dir, model, seed):
     return checkpoint if checkpoint and resume_file_of(checkpoint).is_file() else None
 
 
-def _run_name(model, seed):
+def run_name(model, seed):
     """File-name stem of one run: the model spec with unsafe characters replaced, and the seed."""
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
 
@@ -160,7 +259,7 @@ def _record_run(out_dir, model, seed, dataset, result, seconds):
     Returns:
         dict: the row (model, seed, time, saved model, config and log paths, every metric).
     """
-    name = _run_name(model, seed)
+    name = run_name(model, seed)
     config_path = out_dir / "configs" / f"{name}.json"
     config_path.write_text(json.dumps(_config_as_dict(result["config"]), indent=1, sort_keys=True))
     log_path = _log_file()
@@ -179,12 +278,13 @@ def _record_run(out_dir, model, seed, dataset, result, seconds):
     return row
 
 
-def write_outputs(rows, models, out_dir, proposed=None):
-    """runs.csv, table.md and chart.png from finished runs."""
+def write_outputs(rows, models, out_dir, proposed=None, notes=""):
+    """runs.csv, table.md (with ``notes`` after the table) and chart.png from finished runs."""
     out_dir = Path(out_dir)
     write_rows_csv(rows, out_dir / "runs.csv")
     proposed = list(proposed or DEFAULT_PROPOSED)
-    (out_dir / "table.md").write_text(comparison_table(rows, models, proposed) + "\n")
+    table = comparison_table(rows, models, proposed) + "\n" + (f"\n{notes}\n" if notes else "")
+    write_atomically(out_dir / "table.md", lambda tmp: Path(tmp).write_text(table))
     (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=_first_proposed(rows, models, proposed)) + "\n")
     plot_comparison(rows, models, out_dir / "chart.png", reference=_first_proposed(rows, models, proposed))
 

@@ -43,3 +43,7 @@ class DistributedError(RecBoleMicroError, ValueError):
 
 class NewItemsError(RecBoleMicroError, ValueError):
     """New items cannot be attached: their feature files do not fit the model, or the model has no graph for them."""
+
+
+class RunsStopped(RecBoleMicroError):
+    """A comparison stopped before its next run because its ``STOP`` file asks it to (not a failure)."""

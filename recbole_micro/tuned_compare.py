@@ -11,14 +11,20 @@ Written to ``out_dir`` besides the comparison's files: ``tuning.jsonl`` (one lin
 point: what makes tuning resumable), ``chosen.json`` (each row's chosen settings, validation
 score and budget) and ``tuning.md`` (the same as a table, and the budget); ``table.md`` ends
 with each row's chosen settings.
+
+Each tuning run is also the comparison's run of that point with the first seed (same settings,
+same seed: the same result), recorded as one with its config and log, so the chosen point does
+not run twice; a tuning run interrupted mid-way resumes from its last epoch, as comparison runs
+do. Several workers may run the same command on one ``out_dir`` at once: they share the runs
+(see :mod:`recbole_micro.claims`).
 """
 import ast
 import itertools
 import json
-import time
 from pathlib import Path
 
-from recbole_micro.compare import DEFAULT_PROPOSED, parse_model_spec, read_runs, run_comparison
+from recbole_micro.compare import (DEFAULT_PROPOSED, run_name, parse_model_spec, read_runs, run_comparison, run_one,
+                                   run_shared)
 from recbole_micro.errors import ModelSpecError
 from recbole_micro.files import write_atomically
 from recbole_micro.results import Progress, metric_columns
@@ -107,28 +113,37 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     Returns:
         tuple: (the comparison's rows, {row: chosen trial}).
     """
-    from recbole_micro.quick_start import run_recbole_micro
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("logs", "configs"):
+        (out_dir / sub).mkdir(exist_ok=True)
     grids = grids_for(models, hyper_dir, grid)
     tune_seed = seeds[0]
+    points = [(m, p) for m in models for p in grid_points(grids[m])]
     done = {(t["model"], point_key(t["point"])) for t in read_trials(out_dir)}
-    todo = [(m, p) for m in models for p in grid_points(grids[m]) if (m, point_key(p)) not in done]
-    progress = Progress(len(todo) + len(models) * len(seeds), log)  # the comparison's share is fixed below
+    todo = [(m, p) for m, p in points if (m, point_key(p)) not in done]
+    later = len(models) * (len(seeds) - 1)  # the comparison's share (its first seed is tuning's), fixed below
+    progress = Progress(len(todo) + later, log)
     log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
-        f"then {len(models)} rows x {len(seeds)} seeds")
-    for model, point in todo:
-        name, overrides = parse_model_spec(model)
-        start = time.time()
-        result = run_recbole_micro(model=name, dataset=dataset, config_file_list=config_file_list,
-                                   config_dict={**(config_dict or {}), **overrides, **point, "seed": tune_seed})
-        trial = {"model": model, "point": point, "seed": tune_seed, "seconds": round(time.time() - start, 1),
+        f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)")
+
+    def tune(job):
+        """One grid point, run and recorded as the comparison's run of that point with the first seed."""
+        model, point = job
+        row, result = run_one(out_dir, _with_point(model, point), tune_seed, dataset, config_file_list, config_dict,
+                              log)
+        trial = {"model": model, "point": point, "seed": tune_seed, "seconds": row["seconds"],
                  "best_valid_score": result["best_valid_score"], "valid_score_bigger": result["valid_score_bigger"],
                  **metric_columns(result)}
         with open(out_dir / "tuning.jsonl", "a") as f:
             f.write(json.dumps(trial) + "\n")
         progress.finished(f"tuning {model} at {point}", result)
+
+    def tuned_now():
+        return {run_name(_with_point(t["model"], t["point"]), tune_seed) for t in read_trials(out_dir)}
+
+    run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
+               progress, later)
     trials = read_trials(out_dir)
     chosen = {}
     for model in models:
@@ -136,14 +151,13 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         mine = [t for t in trials if t["model"] == model and point_key(t["point"]) in in_grid]
         chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine))
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
-    (out_dir / "tuning.md").write_text(tuning_table(chosen, grids, tune_seed) + "\n")
+    write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(tuning_table(chosen, grids, tune_seed) + "\n"))
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
     progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
     results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
-                             proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress)
-    table = out_dir / "table.md"
-    table.write_text(table.read_text() + "\n" + chosen_settings(chosen, tune_seed) + "\n")
+                             proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress,
+                             notes=chosen_settings(chosen, tune_seed))
     return results, chosen
 
 

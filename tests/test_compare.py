@@ -140,3 +140,24 @@ def test_variants_of_a_proposed_model_are_not_its_baselines():
                         "MICRO:cl_anchors=batch": [(0.36, 0.1, 0.2)]})
     table = comparison_table(rows, ["LightGCN", "MICRO", "MICRO:cl_anchors=batch"], proposed=["MICRO"])
     assert table.splitlines()[-1].startswith("| Improv. | +20.00% |")  # best MICRO row against LightGCN
+
+
+def test_a_shared_row_is_adopted_from_another_comparison_with_its_config_and_log(tmp_path):
+    from recbole_micro.compare import adopt_runs
+
+    src, dst = tmp_path / "table", tmp_path / "ablations"
+    for sub in ("configs", "logs"):
+        (src / sub).mkdir(parents=True)
+    rows = [{"model": m, "seed": s, "config": f"configs/{m}-seed{s}.json", "log": f"logs/{m}-seed{s}.log",
+             "test_recall@20": 0.1 * s} for m in ("MICRO:learning_rate=0.001", "LightGCN") for s in (1, 2)]
+    (src / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        (src / r["config"]).write_text(r["model"])
+        (src / r["log"]).write_text("log of " + r["model"])
+    dst.mkdir()
+    (dst / "runs.jsonl").write_text(json.dumps({**rows[0], "test_recall@20": 0.5}) + "\n")  # seed 1 already there
+    assert adopt_runs(src, dst, ["MICRO:learning_rate=0.001"]) == 1
+    got = sorted((r["model"], r["seed"], r["test_recall@20"]) for r in read_runs(dst))
+    assert got == [("MICRO:learning_rate=0.001", 1, 0.5), ("MICRO:learning_rate=0.001", 2, 0.2)]
+    assert (dst / rows[1]["log"]).read_text() == "log of MICRO:learning_rate=0.001" and not (dst / rows[2]["config"]).exists()
+    assert adopt_runs(src, dst, ["MICRO:learning_rate=0.001"]) == 0

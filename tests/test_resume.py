@@ -106,3 +106,25 @@ def test_resuming_a_run_whose_best_model_is_pickled_needs_trust_and_says_so_befo
         run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, resume=best)
     result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, resume=best, trust_checkpoint=True)
     assert result["test_result"] is not None
+
+
+def test_a_tuning_run_interrupted_mid_way_resumes_from_its_last_epoch(tiny, monkeypatch):
+    from recbole_micro.tuned_compare import parse_grid, read_trials, run_tuned_comparison
+
+    config = tiny.config_dict(epochs=4, stopping_step=10)
+    grid = parse_grid("learning_rate=1e-3")
+
+    def tuned(out, log=lambda *_: None):
+        return run_tuned_comparison(["VBPR"], "tiny", [5], tiny.root / out, grid=grid, config_dict=config, log=log)
+
+    _, straight = tuned("straight")
+    with monkeypatch.context() as patch:
+        kill_after(patch, last_epoch=1)
+        with pytest.raises(Killed):
+            tuned("cut")
+    assert read_trials(tiny.root / "cut") == []
+    lines = []
+    _, resumed = tuned("cut", lines.append)
+    assert any(line.startswith("VBPR:learning_rate=0.001 seed 5: resuming ") for line in lines)
+    trial = lambda chosen: {k: v for k, v in chosen["VBPR"].items() if k != "seconds"}  # noqa: E731
+    assert trial(resumed) == trial(straight)

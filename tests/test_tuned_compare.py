@@ -52,16 +52,25 @@ def test_each_row_is_tuned_on_validation_then_compared_and_a_rerun_runs_nothing(
         mine = [t for t in trials if t["model"] == model]
         assert chosen[model]["point"] == max(mine, key=lambda t: t["best_valid_score"])["point"]
         assert chosen[model]["budget"] == 2 and all(t["seed"] == 1 for t in mine)
-    runs = read_runs(out)
-    assert sorted(r["seed"] for r in runs) == [1, 1, 2, 2]
-    for run in runs:  # each row ran at its chosen point
+    assert sorted(r["seed"] for r in rows) == [1, 1, 2, 2]
+    for run in rows:  # each row ran at its chosen point
         config = json.loads((out / run["config"]).read_text())
         model = run["model"].split(":")[0]
-        assert config["learning_rate"] == chosen[model]["point"]["learning_rate"]
+        assert config["learning_rate"] == chosen[model]["point"]["learning_rate"] and config["seed"] == run["seed"]
+    # every tuning run is kept as a run (config and log), and the chosen one is the row's seed-1 run: 4 + 2 runs in all
+    runs = read_runs(out)
+    assert sorted((r["model"], r["seed"]) for r in runs) == sorted(
+        [(f"{m}:learning_rate={lr}", 1) for m in ("BPR", "VBPR") for lr in (0.001, 0.05)]
+        + [(f"{m}:learning_rate={chosen[m]['point']['learning_rate']}", 2) for m in ("BPR", "VBPR")])
+    for trial in trials:
+        run = next(r for r in runs if r["model"] == f"{trial['model']}:learning_rate={trial['point']['learning_rate']}")
+        assert run["best_valid_score"] == trial["best_valid_score"] and run["test_recall@20"] == trial["test_recall@20"]
+        assert json.loads((out / run["config"]).read_text())["learning_rate"] == trial["point"]["learning_rate"]
     table = (out / "table.md").read_text()
     assert "Chosen on validation (seed 1)" in table and "- BPR: 2 points; learning_rate=" in table
     assert "| BPR | 2 | learning_rate ∈ {0.001, 0.05} |" in (out / "tuning.md").read_text()
-    assert [line.split("]")[0] for line in lines if line.startswith("[")] == [f"[{i}/8" for i in range(1, 9)]
+    assert [line.split("]")[0] for line in lines if line.startswith("[")] == [f"[{i}/6" for i in range(1, 7)]
+    assert not list((out / "claims").glob("*.json"))  # every claim released
 
     import recbole_micro.quick_start as quick_start
 

@@ -1,0 +1,106 @@
+"""Several workers on one comparison folder: claims share the runs, and nobody runs one twice."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from recbole_micro import claims as claiming
+from recbole_micro.claims import Claims
+from recbole_micro.compare import run_shared
+
+
+def claim_of(out_dir, name, **record):
+    """Write the claim another worker would hold on ``name``."""
+    mine = Claims(out_dir).mine
+    folder = out_dir / "claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({**mine, "started": "then", **record}))
+
+
+def dead_pid():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_run_held_by_a_live_worker_is_left_to_it_and_waited_for(tmp_path, monkeypatch):
+    claim_of(tmp_path, "b", pid=os.getppid())  # a live process that is not this one
+    done, ran, lines = set(), [], []
+
+    def other_worker_finishes():
+        done.add("b")
+
+    monkeypatch.setattr(claiming, "wait", other_worker_finishes)
+
+    def run(job):
+        ran.append(job)
+        done.add(job)
+
+    run_shared(tmp_path, [(n, n) for n in "abc"], lambda: set(done), run, log=lines.append)
+    assert ran == ["a", "c"] and done == {"a", "b", "c"}
+    assert len(lines) == 1 and lines[0].startswith(f"waiting for 1 run(s) held by other workers: b (pid {os.getppid()}")
+    assert sorted(p.name for p in (tmp_path / "claims").glob("*.json")) == ["b.json"]  # ours released, b's untouched
+
+
+@pytest.mark.parametrize("stale", ["dead process", "another boot"])
+def test_a_stale_claim_is_taken_over(tmp_path, stale):
+    record = {"pid": dead_pid()} if stale == "dead process" else {"pid": os.getppid(), "boot_id": "another boot"}
+    claim_of(tmp_path, "a", **record)
+    ran = []
+    run_shared(tmp_path, [("a", "a")], lambda: set(ran), ran.append)
+    assert ran == ["a"] and not (tmp_path / "claims" / "a.json").exists()
+
+
+def test_a_claim_from_another_host_counts_as_live_and_the_message_says_where_to_remove_it(tmp_path):
+    claim_of(tmp_path, "a", host="elsewhere", pid=1)
+    claims = Claims(tmp_path)
+    assert not claims.take("a")
+    line = claims.waiting_line(["a", "b"])
+    assert "a (pid 1 on elsewhere" in line and str(tmp_path / "claims") in line
+
+
+def test_a_run_finished_by_another_worker_after_the_look_is_not_run_again(tmp_path):
+    looks = iter([set(), {"a"}, {"a"}])  # the first look sees nothing; by the claim, another worker finished 'a'
+    ran = []
+    run_shared(tmp_path, [("a", "a")], lambda: next(looks), ran.append)
+    assert ran == []
+
+
+def test_a_failed_run_releases_its_claim(tmp_path):
+    def fail(job):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_shared(tmp_path, [("a", "a")], set, fail)
+    assert not (tmp_path / "claims" / "a.json").exists()
+    assert Claims(tmp_path).take("a")
+
+
+def test_a_stop_file_ends_the_runs_before_the_next_one_and_the_same_command_goes_on(tmp_path):
+    from recbole_micro.errors import RunsStopped
+
+    ran = []
+
+    def run(job):
+        ran.append(job)
+        if job == "a":
+            (tmp_path / "STOP").write_text("")  # asked to stop while 'a' runs: 'a' still finishes
+
+    with pytest.raises(RunsStopped, match=f"as {tmp_path / 'STOP'} asks; remove it"):
+        run_shared(tmp_path, [(n, n) for n in "abc"], lambda: set(ran), run)
+    assert ran == ["a"]
+    (tmp_path / "STOP").unlink()
+    run_shared(tmp_path, [(n, n) for n in "abc"], lambda: set(ran), run)
+    assert ran == ["a", "b", "c"]
+
+
+def test_the_command_line_stops_with_its_own_exit_code_and_one_line(tiny):
+    from helpers import run_script
+
+    out = tiny.root / "cmp"
+    out.mkdir()
+    (out / "STOP").write_text("")
+    result = run_script("-d", "tiny", "--compare", "BPR", "--seeds", "1", "--out", str(out), cwd=tiny.root)
+    assert result.returncode == 3 and result.stderr.strip().splitlines()[-1].startswith("stopped before the next run")
+    assert "Traceback" not in result.stderr and not (out / "runs.jsonl").exists()
