@@ -6,7 +6,9 @@ Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
 config dicts < ``--key=value`` command-line flags.
 """
 import functools
+import inspect
 import os
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +31,57 @@ def known_setting_names():
 
     return frozenset(yaml_keys([Path(recbole.__file__).parent / "properties", properties_dir()])
                      | set(FEATURE_ARGUMENTS))
+
+
+@functools.lru_cache(maxsize=1)
+def model_only_setting_names():
+    """The keys that only model YAMLs define (RecBole's and ours): settings that belong to particular models."""
+    import recbole
+
+    recbole_properties = Path(recbole.__file__).parent / "properties"
+    general = yaml_keys([recbole_properties / "dataset", properties_dir() / "dataset"]) | _keys_of(
+        [recbole_properties / "overall.yaml", properties_dir() / "overall.yaml"])
+    return frozenset(yaml_keys([recbole_properties / "model", properties_dir() / "model"]) - general)
+
+
+def _keys_of(files):
+    keys = set()
+    for file in files:
+        if Path(file).is_file():
+            keys |= {m[1] for m in re.finditer(r"^([A-Za-z_][A-Za-z0-9_\-]*)\s*:", Path(file).read_text(), re.M)}
+    return keys
+
+
+@functools.lru_cache(maxsize=None)
+def _own_settings_and_source(model_class):
+    import recbole
+
+    name = model_class.__name__
+    own = _keys_of([Path(recbole.__file__).parent / "properties" / "model" / f"{name}.yaml",
+                    properties_dir() / "model" / f"{name}.yaml"])
+    source = ""
+    for cls in model_class.__mro__:
+        if cls.__module__.split(".")[0] in ("recbole", "recbole_micro"):
+            try:
+                source += inspect.getsource(cls)
+            except (OSError, TypeError):
+                pass
+    return frozenset(own), source
+
+
+def settings_not_used_by(model_class, keys):
+    """Of ``keys``, those this model cannot use: another model's setting that this model's YAML does not
+    define and its code never names (RecBole's BPR has no L2 term: ``reg_weight``), and, for a model
+    that learns nothing by gradient (RecBole's ``TRADITIONAL`` type: ItemKNN, Pop), the learning rate.
+    RecBole hands every setting to every model, so these would be taken and silently ignored."""
+    from recbole.utils import ModelType
+
+    own, source = _own_settings_and_source(model_class)
+    unused = {key for key in keys if key in model_only_setting_names() and key not in own
+              and f"'{key}'" not in source and f'"{key}"' not in source}
+    if getattr(model_class, "type", None) == ModelType.TRADITIONAL and "learning_rate" in keys:
+        unused.add("learning_rate")
+    return sorted(unused)
 
 
 def default_files(model, dataset):
@@ -71,6 +124,11 @@ class Config(RecBoleConfig):
                 hint = f"; did you mean {guess!r}?" if guess else "."
                 print(f"warning: {key!r} is not a setting of RecBole or recbole-micro (no YAML defines it){hint} "
                       "It is passed on, and only a model that reads it will use it.", file=sys.stderr)
+        for key in settings_not_used_by(get_model(self.model), self.external_config_dict):
+            if (self.model, key) not in _WARNED:
+                _WARNED.add((self.model, key))
+                print(f"warning: {key!r} is set, but {self.model} does not use it (its YAML does not define it and "
+                      "its code never reads it): it has no effect on this run.", file=sys.stderr)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

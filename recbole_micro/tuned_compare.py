@@ -118,9 +118,18 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(exist_ok=True)
     grids = grids_for(models, hyper_dir, grid)
+    unused = unused_grid_settings(grids)
+    for model, keys in unused.items():
+        if keys:
+            log(f"{model} does not use {', '.join(keys)}: tuned over the rest of the grid only")
+    grids = {m: {k: v for k, v in grids[m].items() if k not in unused[m]} for m in models}
     tune_seed = seeds[0]
+
+    def used(model, point):  # a point as the run sees it (a trial from before the check may hold more)
+        return {k: v for k, v in point.items() if k not in unused[model]}
+
     points = [(m, p) for m in models for p in grid_points(grids[m])]
-    done = {(t["model"], point_key(t["point"])) for t in read_trials(out_dir)}
+    done = {(t["model"], point_key(used(t["model"], t["point"]))) for t in read_trials(out_dir)}
     todo = [(m, p) for m, p in points if (m, point_key(p)) not in done]
     later = len(models) * (len(seeds) - 1)  # the comparison's share (its first seed is tuning's), fixed below
     progress = Progress(len(todo) + later, log)
@@ -140,7 +149,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         progress.finished(f"tuning {model} at {point}", result)
 
     def tuned_now():
-        return {run_name(_with_point(t["model"], t["point"]), tune_seed) for t in read_trials(out_dir)}
+        return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in read_trials(out_dir)}
 
     run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
                progress, later)
@@ -148,8 +157,13 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     chosen = {}
     for model in models:
         in_grid = {point_key(p) for p in grid_points(grids[model])}
-        mine = [t for t in trials if t["model"] == model and point_key(t["point"]) in in_grid]
-        chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine))
+        mine = {}  # one trial per distinct point: the first tried
+        for t in trials:
+            key = point_key(used(model, t["point"]))
+            if t["model"] == model and key in in_grid and key not in mine:
+                mine[key] = dict(t, point=used(model, t["point"]))
+        mine = list(mine.values())
+        chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine), unused=unused[model])
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
     write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(tuning_table(chosen, grids, tune_seed) + "\n"))
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
@@ -161,6 +175,18 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     return results, chosen
 
 
+def unused_grid_settings(grids):
+    """{row: the grid's settings that the row's model does not use} (see :func:`~recbole_micro.config.settings_not_used_by`).
+
+    Their values would reach the model and change nothing, so each of their points would repeat
+    one run; such a row is tuned over the rest of its grid, and ``tuning.md`` says so.
+    """
+    from recbole_micro.config import settings_not_used_by
+    from recbole_micro.utils import get_model
+
+    return {row: settings_not_used_by(get_model(parse_model_spec(row)[0]), list(grid)) for row, grid in grids.items()}
+
+
 def _with_point(model, point):
     """The comparison row for ``model`` at ``point``: the spec with the chosen settings added."""
     name, overrides = parse_model_spec(model)
@@ -169,14 +195,16 @@ def _with_point(model, point):
 
 
 def _point_text(point):
-    return ", ".join(f"{k}={v}" for k, v in point.items())
+    return ", ".join(f"{k}={v}" for k, v in point.items()) or "its defaults (nothing to tune)"
 
 
 def tuning_table(chosen, grids, seed):
     lines = [f"Each row tuned on validation (seed {seed}, one full run per point); test never used to choose.", "",
              "| Row | budget (points) | grid | chosen | valid score |", "|---|---:|---|---|---:|"]
     for model, trial in chosen.items():
-        grid = ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grids[model].items())
+        grid = ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grids[model].items()) or "none"
+        if trial.get("unused"):
+            grid += f" ({', '.join(trial['unused'])}: not used by {parse_model_spec(model)[0]})"
         lines.append(f"| {model} | {trial['budget']} | {grid} | {_point_text(trial['point'])} | {trial['best_valid_score']:.4f} |")
     return "\n".join(lines)
 

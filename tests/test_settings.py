@@ -92,8 +92,11 @@ def test_compare_mode_checks_every_row_before_the_first_run(tiny):
     assert not (tiny.root / "cmp").exists()  # VBPR did not run first
 
 
-def test_a_setting_name_no_yaml_defines_is_reported_with_the_nearest_name(tiny, capsys):
+def test_a_setting_name_no_yaml_defines_is_reported_with_the_nearest_name(tiny, capsys, monkeypatch):
+    import recbole_micro.config as config
     from recbole_micro.config import Config
+
+    monkeypatch.setattr(config, "_WARNED", set())  # each warning is said once per process
 
     Config(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(lambda_coef=0.5, zz_local_option=1))
     err = capsys.readouterr().err
@@ -101,4 +104,7 @@ def test_a_setting_name_no_yaml_defines_is_reported_with_the_nearest_name(tiny, 
     assert "did you mean 'lambda_coeff'?" in err
     assert "'zz_local_option' is not a setting" in err and "did you mean" not in err.split("zz_local_option")[1]
     Config(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(knn_k=5, learning_rate=0.01, nproc=1, k=3))
-    assert "warning" not in capsys.readouterr().err  # ours, RecBole's (ItemKNN's k included), the launcher's
+    err = capsys.readouterr().err  # ours, RecBole's (ItemKNN's k included), the launcher's: all known names
+    assert "not a setting of RecBole" not in err
+    # ... but ItemKNN's k is not MICRO's: said once, as a setting with no effect on this run
+    assert err.count("warning") == 1 and "'k' is set, but MICRO does not use it" in err

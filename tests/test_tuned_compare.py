@@ -100,3 +100,45 @@ def test_a_chosen_point_round_trips_through_the_row_label_as_numbers():
     name, settings = parse_model_spec(row)
     assert name == "MICRO" and settings == {"cl_anchors": "batch", **point}
     assert type(settings["reg_weight"]) is float and type(settings["knn_k"]) is int
+
+
+def test_a_grid_setting_the_model_does_not_use_is_not_tuned_and_the_table_says_so(tiny, monkeypatch):
+    """RecBole's BPR has no L2 term: its reg_weight points would repeat one run each."""
+    import recbole_micro.quick_start as quick_start
+
+    out = tiny.root / "fair"
+    out.mkdir()
+    old = {"model": "BPR", "point": {"learning_rate": 0.001, "reg_weight": 0.0001}, "seed": 1, "seconds": 1.0,
+           "best_valid_score": 0.99, "valid_score_bigger": True, "test_recall@20": 0.0}  # tried before the check
+    (out / "tuning.jsonl").write_text(json.dumps(old) + "\n")
+    ran, run = [], quick_start.run_recbole_micro
+    monkeypatch.setattr(quick_start, "run_recbole_micro",
+                        lambda **kw: ran.append({k: kw["config_dict"].get(k) for k in ("learning_rate", "reg_weight")})
+                        or run(**kw))
+    lines = []
+    rows, chosen = run_tuned_comparison(["BPR"], "tiny", [1], out, config_dict=tiny.config_dict(epochs=1),
+                                        grid=parse_grid("learning_rate=1e-3,5e-2 reg_weight=1e-4,1e-3"), log=lines.append)
+    assert "BPR does not use reg_weight: tuned over the rest of the grid only" in lines
+    # the old trial counts for learning_rate 1e-3; one new tuning run, then the chosen point's comparison run
+    assert ran == [{"learning_rate": 0.05, "reg_weight": None}, {"learning_rate": 0.001, "reg_weight": None}]
+    assert chosen["BPR"]["point"] == {"learning_rate": 0.001} and chosen["BPR"]["budget"] == 2
+    assert [r["model"] for r in rows] == ["BPR:learning_rate=0.001"]
+    assert "| BPR | 2 | learning_rate ∈ {0.001, 0.05} (reg_weight: not used by BPR) |" in (out / "tuning.md").read_text()
+
+
+def test_settings_a_model_cannot_use_are_found_and_a_run_says_so(tiny, capsys, monkeypatch):
+    import recbole_micro.config as config
+    from recbole_micro.config import Config, settings_not_used_by
+
+    monkeypatch.setattr(config, "_WARNED", set())  # said once per process: as if this were the first run
+    from recbole_micro.utils import get_model
+
+    keys = ["learning_rate", "reg_weight", "embedding_size", "knn_k"]
+    assert settings_not_used_by(get_model("BPR"), keys) == ["knn_k", "reg_weight"]
+    assert settings_not_used_by(get_model("ItemKNN"), keys) == ["embedding_size", "knn_k", "learning_rate", "reg_weight"]
+    for model in ("LightGCN", "NGCF", "SGL", "VBPR", "MMGCN", "GRCN", "LATTICE", "MICRO"):
+        assert "reg_weight" not in settings_not_used_by(get_model(model), keys) and "learning_rate" not in \
+            settings_not_used_by(get_model(model), keys)
+    assert settings_not_used_by(get_model("MICRO"), ["knn_k", "cl_anchors", "tau", "n_item_layers"]) == []
+    Config(model="BPR", dataset="tiny", config_dict=tiny.config_dict(reg_weight=1e-3))
+    assert "warning: 'reg_weight' is set, but BPR does not use it" in capsys.readouterr().err
