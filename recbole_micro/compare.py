@@ -40,11 +40,20 @@ DEFAULT_PROPOSED = ("MICRO",)
 
 
 def read_runs(out_dir):
-    """The finished runs recorded in ``out_dir/runs.jsonl``."""
+    """The finished runs recorded in ``out_dir/runs.jsonl``, one per (model, seed): the first recorded.
+
+    A (model, seed) pair is recorded twice only if a run ended between its two records (a tuning
+    run's trial and its run); the same seed gives the same result, and no table counts it twice.
+    """
     path = Path(out_dir) / "runs.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    runs = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            runs.setdefault((row["model"], row["seed"]), row)
+    return list(runs.values())
 
 
 def _log_file():
@@ -214,14 +223,16 @@ def adopt_runs(src_dir, out_dir, models):
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    have = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
-    copied = [r for r in read_runs(src_dir) if r["model"] in models and (r["model"], r["seed"]) not in have]
-    for row in copied:
-        for key in ("config", "log"):
-            if row.get(key) and (src_dir / row[key]).is_file():
-                shutil.copyfile(src_dir / row[key], out_dir / row[key])
-    with open(out_dir / "runs.jsonl", "a") as f:
-        f.writelines(json.dumps(row) + "\n" for row in copied)
+    with open(out_dir / ".adopt.lock", "w") as lock:  # two workers adopting at once copy each run once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+        copied = [r for r in read_runs(src_dir) if r["model"] in models and (r["model"], r["seed"]) not in have]
+        for row in copied:
+            for key in ("config", "log"):
+                if row.get(key) and (src_dir / row[key]).is_file():
+                    shutil.copyfile(src_dir / row[key], out_dir / row[key])
+        with open(out_dir / "runs.jsonl", "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in copied)
     return len(copied)
 
 

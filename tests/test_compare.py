@@ -161,3 +161,10 @@ def test_a_shared_row_is_adopted_from_another_comparison_with_its_config_and_log
     assert got == [("MICRO:learning_rate=0.001", 1, 0.5), ("MICRO:learning_rate=0.001", 2, 0.2)]
     assert (dst / rows[1]["log"]).read_text() == "log of MICRO:learning_rate=0.001" and not (dst / rows[2]["config"]).exists()
     assert adopt_runs(src, dst, ["MICRO:learning_rate=0.001"]) == 0
+
+
+def test_a_run_recorded_twice_counts_once(tmp_path):
+    rows = [{"model": "BPR", "seed": 1, "test_recall@20": 0.1}, {"model": "BPR", "seed": 2, "test_recall@20": 0.2},
+            {"model": "BPR", "seed": 1, "test_recall@20": 0.1}]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [(r["model"], r["seed"]) for r in read_runs(tmp_path)] == [("BPR", 1), ("BPR", 2)]
