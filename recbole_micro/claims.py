@@ -2,11 +2,11 @@
 
 A worker about to start a run writes ``<out_dir>/claims/<run>.json`` (under a lock on the
 folder, so that two workers never take the same run), holding its host, boot id and process
-id; it removes the file when the run ends, finished or failed. Another worker finds the file and moves on to the next run. A claim
-whose process is gone (same host, and a dead process or another boot) is stale: the next worker
-to find it takes the run over, and resumes it from its last epoch where the run left a resume
-state. A claim from another host cannot be checked and counts as live; the waiting message
-names its file, to be removed by hand if that worker is gone.
+id; it removes the file when the run ends, finished or failed. Another worker finds the file
+and moves on to the next run. A claim whose process is gone (same host, and a dead process or
+another boot) is stale: the next worker to find it takes the run over, and resumes it from its
+last epoch where the run left a resume state. A claim from another host cannot be checked and
+counts as live; the waiting message names its folder, to remove it by hand if that worker is gone.
 """
 import fcntl
 import json

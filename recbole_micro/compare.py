@@ -204,7 +204,7 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):
             break
         else:
             line = claims.waiting_line([name for name, _ in left])
-            if line != said:
+            if line and line != said:
                 log(line)
                 said = line
             claiming.wait()
@@ -292,12 +292,15 @@ def _record_run(out_dir, model, seed, dataset, result, seconds):
 def write_outputs(rows, models, out_dir, proposed=None, notes=""):
     """runs.csv, table.md (with ``notes`` after the table) and chart.png from finished runs."""
     out_dir = Path(out_dir)
-    write_rows_csv(rows, out_dir / "runs.csv")
     proposed = list(proposed or DEFAULT_PROPOSED)
-    table = comparison_table(rows, models, proposed) + "\n" + (f"\n{notes}\n" if notes else "")
-    write_atomically(out_dir / "table.md", lambda tmp: Path(tmp).write_text(table))
-    (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=_first_proposed(rows, models, proposed)) + "\n")
-    plot_comparison(rows, models, out_dir / "chart.png", reference=_first_proposed(rows, models, proposed))
+    reference = _first_proposed(rows, models, proposed)
+    with open(out_dir / ".outputs.lock", "w") as lock:  # workers that end together write one after the other
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_rows_csv(rows, out_dir / "runs.csv")
+        table = comparison_table(rows, models, proposed) + "\n" + (f"\n{notes}\n" if notes else "")
+        (out_dir / "table.md").write_text(table)
+        (out_dir / "seeds.md").write_text(seed_table(rows, models, reference=reference) + "\n")
+        plot_comparison(rows, models, out_dir / "chart.png", reference=reference)
 
 
 def summarize(rows, models, metrics=TABLE_METRICS, split="test"):
