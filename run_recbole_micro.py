@@ -68,6 +68,9 @@ def build_parser():
     compare.add_argument("--tune-grid", default=None, metavar="GRID",
                          help='one grid for every row, e.g. "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" '
                               "(default: each model's hyper/<Model>.hyper)")
+    compare.add_argument("--diagnose", action="store_true",
+                         help="after each MICRO and LATTICE run, keep its graph quality, modality weights and losses "
+                              "in <out>/diagnostics/ (recbole_micro.diagnostics)")
     compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>); "
                          "with --recommend, the .csv or .parquet file")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
@@ -104,6 +107,11 @@ def main(argv=None):
     try:
         if several and (args.compare or args.tune):
             raise DistributedError("--nproc/--world_size train one run; --compare and --tune run one process per run.")
+        compare_only = [flag for flag, given in (("--tune-each", args.tune_each), ("--tune-grid", args.tune_grid),
+                                                 ("--diagnose", args.diagnose)) if given]
+        if compare_only and not args.compare:
+            raise RecBoleMicroError(f"{', '.join(compare_only)}: only with --compare MODEL [MODEL ...]; "
+                                    "without it nothing would be tuned or diagnosed.")
         if args.recommend:
             return recommend(args)
         if args.export_embeddings:
@@ -182,12 +190,12 @@ def compare(args, config_files):
         grid = parse_grid(args.tune_grid) if args.tune_grid else None  # every row's grid is checked before any run
         run_tuned_comparison(args.compare, args.dataset, args.seeds, out, grid=grid,
                              hyper_dir=Path(__file__).resolve().parent / "hyper", config_file_list=config_files,
-                             config_dict=settings, proposed=args.proposed)
+                             config_dict=settings, proposed=args.proposed, diagnose=args.diagnose)
     elif args.tune_grid:
         raise ModelSpecError("--tune-grid is the grid of --tune-each: add --tune-each.")
     else:
         run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files,
-                       config_dict=settings, proposed=args.proposed)
+                       config_dict=settings, proposed=args.proposed, diagnose=args.diagnose)
     print(Path(out, "table.md").read_text())
     print(f"runs, logs, configs and chart in {out}/")
     return 0

@@ -13,7 +13,8 @@
 # two workers share the runs (claims in the results folder), one core each:
 #   for w in 1 2; do OMP_NUM_THREADS=1 nohup benchmarks/scientific_table4.sh >> benchmarks/results/scientific/progress-$w.log 2>&1 & done
 # Each tuning run is also its row's seed-2020 run, and the ablation table adopts the full MICRO
-# row's runs from the main table, so neither runs twice.
+# row's runs from the main table, so neither runs twice. Every MICRO and LATTICE run is diagnosed
+# as it ends (graph quality, attention, L_C and L_S: <out>/diagnostics/), for issue 18's item 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -22,7 +23,7 @@ test -f dataset/scientific/scientific.yaml || "$PY" -m dataset_prep.scientific -
 "$PY" run_recbole_micro.py -d scientific --show_progress=False \
     --compare ItemKNN BPR LightGCN VBPR NGCF SGL LATTICE MMGCN GRCN MICRO:cl_anchors=batch MICRO \
     --tune-each --tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" \
-    --proposed MICRO --seeds 2020 2021 2022 --out "$OUT"
+    --proposed MICRO --seeds 2020 2021 2022 --out "$OUT" --diagnose
 
 # Table 5: the MICRO ablations at MICRO's tuned point (from chosen.json), same seeds, resumable.
 POINT=$("$PY" -c "
@@ -33,6 +34,6 @@ print(','.join(f'{k}={v}' for k, v in chosen.items()))")
 from recbole_micro.compare import adopt_runs
 adopt_runs('$OUT', '$OUT-ablations', ['MICRO:$POINT'])"
 "$PY" run_recbole_micro.py -d scientific --show_progress=False --seeds 2020 2021 2022 --proposed MICRO \
-    --out "$OUT-ablations" --compare "MICRO:$POINT" \
+    --out "$OUT-ablations" --diagnose --compare "MICRO:$POINT" \
     "MICRO:$POINT,use_contrastive=False,use_specific=False" "MICRO:$POINT,use_specific=False" \
     "MICRO:$POINT,use_user_pref=False" "MICRO:$POINT,item_repr=graph_feats" "MICRO:$POINT,item_repr=feats"

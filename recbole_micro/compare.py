@@ -17,6 +17,8 @@ with the same dataset, split, metrics and seeds. The results go to ``out_dir``:
 - ``seeds.md``: test Recall@20 seed by seed, and each row's paired difference from the first
   proposed row (runs with the same seed share the data split, so the paired difference is
   the fair test of a gap smaller than the spread over seeds);
+- ``diagnostics/<model>-seed<seed>.json`` (with ``diagnose``): graph quality, modality weights
+  and losses of each MICRO and LATTICE run (see :mod:`recbole_micro.diagnostics`);
 - ``chart.png``: one panel per metric with every seed as a point beside its row's mean (the axis
   fitted to the data), and a panel of paired differences from the first proposed row.
 """
@@ -94,7 +96,7 @@ def parse_model_spec(spec):
 
 
 def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, config_dict=None, proposed=DEFAULT_PROPOSED,
-                   log=print, progress=None, notes=""):
+                   log=print, progress=None, notes="", diagnose=False):
     """Run every model with every seed (skipping finished pairs) and write the tables.
 
     Several workers may run the same comparison on one ``out_dir`` at once: each takes the next
@@ -112,6 +114,7 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         proposed (list of str): the models compared against the best of the others.
         progress (Progress): counts the runs (one line per run with the time left); a new one when None.
         notes (str): text appended to ``table.md``.
+        diagnose (bool): diagnose every MICRO and LATTICE run after it ends (see :func:`run_one`).
 
     Returns:
         list of dict: every finished run (old and new).
@@ -129,7 +132,7 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
 
     def run(pair):
         model, seed = pair
-        row, result = run_one(out_dir, model, seed, dataset, config_file_list, config_dict, log)
+        row, result = run_one(out_dir, model, seed, dataset, config_file_list, config_dict, log, diagnose)
         progress.finished(f"{model} seed {seed}", result)
 
     def done_now():
@@ -141,8 +144,12 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
     return rows
 
 
-def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=None, log=print):
+def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=None, log=print, diagnose=False):
     """One run of ``model`` (a spec) with ``seed``, resumed from its last epoch if it was interrupted, then recorded.
+
+    With ``diagnose``, a model with item graphs (MICRO, LATTICE) is then diagnosed from its saved
+    checkpoint and log (:func:`recbole_micro.diagnostics.diagnose_run`), into
+    ``diagnostics/<model>-seed<seed>.json``: the checkpoint may be gone by the time the table is read.
 
     Returns:
         tuple: (its row in ``runs.jsonl``, the result of :func:`~recbole_micro.quick_start.run_recbole_micro`).
@@ -159,7 +166,26 @@ def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=No
                                started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
     row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
     _mark_running(out_dir, model, seed, None)
+    if diagnose:
+        _diagnose(out_dir, model, seed, row, log)
     return row, result
+
+
+def _diagnose(out_dir, model, seed, row, log):
+    """The diagnosis of one recorded run of a model with item graphs; a failure is logged, and the run stays."""
+    from recbole_micro.diagnostics import diagnose_run
+    from recbole_micro.utils import get_model
+
+    if not row["saved_model_file"] or not hasattr(get_model(parse_model_spec(model)[0]), "item_graphs"):
+        return
+    path = out_dir / "diagnostics" / f"{run_name(model, seed)}.json"
+    path.parent.mkdir(exist_ok=True)
+    try:
+        found = diagnose_run(row["saved_model_file"], log=out_dir / row["log"] if row["log"] else None)
+    except Exception as err:  # the run is recorded: a diagnosis that fails must not lose it
+        found = {"error": f"{type(err).__name__}: {err}"}
+        log(f"{model} seed {seed}: the diagnosis failed ({found['error']}); the run itself is recorded")
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(found, indent=1) + "\n"))
 
 
 def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):

@@ -102,7 +102,7 @@ def read_trials(out_dir):
 
 
 def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
-                         config_dict=None, proposed=None, log=print):
+                         config_dict=None, proposed=None, log=print, diagnose=False):
     """Tune every row on validation with its grid (first seed), then compare the chosen points over ``seeds``.
 
     Args:
@@ -140,7 +140,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         """One grid point, run and recorded as the comparison's run of that point with the first seed."""
         model, point = job
         row, result = run_one(out_dir, _with_point(model, point), tune_seed, dataset, config_file_list, config_dict,
-                              log)
+                              log, diagnose)
         trial = {"model": model, "point": point, "seed": tune_seed, "seconds": row["seconds"],
                  "best_valid_score": result["best_valid_score"], "valid_score_bigger": result["valid_score_bigger"],
                  **metric_columns(result)}
@@ -171,7 +171,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
     results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
                              proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress,
-                             notes=chosen_settings(chosen, tune_seed))
+                             notes=chosen_settings(chosen, tune_seed), diagnose=diagnose)
     return results, chosen
 
 

@@ -168,3 +168,22 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
             {"model": "BPR", "seed": 1, "test_recall@20": 0.1}]
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert [(r["model"], r["seed"]) for r in read_runs(tmp_path)] == [("BPR", 1), ("BPR", 2)]
+
+
+def test_compare_diagnoses_the_graph_models_runs_beside_the_results(tiny):
+    from recbole_micro.compare import run_comparison
+
+    out = tiny.root / "cmp"
+    run_comparison(["LATTICE", "BPR"], "tiny", [1], out, config_dict=tiny.config_dict(epochs=1, knn_k=4),
+                   log=lambda *_: None, diagnose=True)
+    assert sorted(p.name for p in (out / "diagnostics").iterdir()) == ["LATTICE-seed1.json"]  # BPR has no graphs
+    found = json.loads((out / "diagnostics" / "LATTICE-seed1.json").read_text())
+    assert found["model"] == "LATTICE" and set(found["raw graphs"]) == {"visual", "textual"}
+    weights = found["trained"]["modality weights (LATTICE Eq. 6)"]
+    assert set(weights) == {"visual", "textual"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_compare_only_flags_are_refused_without_compare(tiny):
+    result = run_script("-m", "BPR", "-d", "tiny", "--diagnose", cwd=tiny.root)
+    assert result.returncode == 2 and "--diagnose: only with --compare" in result.stderr
+    assert "Traceback" not in result.stderr
