@@ -129,16 +129,20 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
             log(f"{model} seed {seed}: done before, skipped")
     if progress is None:
         progress = Progress(sum(pair not in finished for pair in pairs), log)
+    for r in read_runs(out_dir):  # how long each row's runs took, earlier sessions' included
+        if r["model"] in models and "seconds" in r:
+            progress.add_timings(r["model"], [r["seconds"]])
 
     def run(pair):
         model, seed = pair
         row, result = run_one(out_dir, model, seed, dataset, config_file_list, config_dict, log, diagnose)
-        progress.finished(f"{model} seed {seed}", result)
+        progress.finished(f"{model} seed {seed}", result, row=model, seconds=row["seconds"])
 
     def done_now():
         return {run_name(r["model"], r["seed"]) for r in read_runs(out_dir)}
 
-    run_shared(out_dir, [(run_name(*pair), pair) for pair in pairs], done_now, run, log, progress)
+    run_shared(out_dir, [(run_name(*pair), pair) for pair in pairs], done_now, run, log, progress,
+               row_of=lambda pair: pair[0])
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
     write_outputs(rows, models, out_dir, proposed, notes)
     return rows
@@ -188,7 +192,7 @@ def _diagnose(out_dir, model, seed, row, log):
     write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(found, indent=1) + "\n"))
 
 
-def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):
+def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(), row_of=None):
     """Run every job not yet done, in order, sharing them with any other worker on ``out_dir``.
 
     Each job is claimed before it starts (another worker's live claim makes this one move on);
@@ -200,8 +204,9 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):
         jobs (list of tuple): ``(name, job)``; the name is file-safe and names the claim.
         done_now (callable): the set of names finished so far (read again before every job).
         run (callable): ``run(job)`` runs one job to its end and records it where ``done_now`` reads.
-        progress (Progress): its total is kept at this worker's runs so far, plus the jobs left, plus ``later``.
-        later (int): runs the caller will start after these.
+        progress (Progress): told the rows of the jobs left and of ``later`` before every job.
+        later (list): the rows of the runs the caller will start after these (one entry per run).
+        row_of (callable): a job's row (its runs are timed together); the job itself when None.
     """
     from recbole_micro import claims as claiming
 
@@ -217,7 +222,7 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=0):
         if not left:
             return
         if progress is not None:
-            progress.total = progress.done + len(left) + later
+            progress.expect([row_of(job) if row_of else job for _, job in left] + list(later))
         for name, job in left:
             if not claims.take(name):
                 continue

@@ -131,8 +131,10 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     points = [(m, p) for m in models for p in grid_points(grids[m])]
     done = {(t["model"], point_key(used(t["model"], t["point"]))) for t in read_trials(out_dir)}
     todo = [(m, p) for m, p in points if (m, point_key(p)) not in done]
-    later = len(models) * (len(seeds) - 1)  # the comparison's share (its first seed is tuning's), fixed below
-    progress = Progress(len(todo) + later, log)
+    later = [m for m in models for _ in seeds[1:]]  # the comparison's runs (its first seed is tuning's), by row
+    progress = Progress(len(todo) + len(later), log)
+    for t in read_trials(out_dir):  # how long each row's runs took, earlier sessions' included
+        progress.add_timings(t["model"], [t["seconds"]])
     log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
         f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)")
 
@@ -146,13 +148,13 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
                  **metric_columns(result)}
         with open(out_dir / "tuning.jsonl", "a") as f:
             f.write(json.dumps(trial) + "\n")
-        progress.finished(f"tuning {model} at {point}", result)
+        progress.finished(f"tuning {model} at {point}", result, row=model, seconds=row["seconds"])
 
     def tuned_now():
         return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in read_trials(out_dir)}
 
     run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
-               progress, later)
+               progress, later, row_of=lambda job: job[0])
     trials = read_trials(out_dir)
     chosen = {}
     for model in models:
@@ -169,6 +171,10 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
     progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
+    timed = {r["model"] for r in read_runs(out_dir)}
+    for model, row in zip(models, rows):  # a row chosen from a trial of an earlier version has no run: its trial times it
+        if row not in timed:
+            progress.add_timings(row, [chosen[model]["seconds"]])
     results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
                              proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress,
                              notes=chosen_settings(chosen, tune_seed), diagnose=diagnose)

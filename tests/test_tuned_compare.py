@@ -142,3 +142,14 @@ def test_settings_a_model_cannot_use_are_found_and_a_run_says_so(tiny, capsys, m
     assert settings_not_used_by(get_model("MICRO"), ["knn_k", "cl_anchors", "tau", "n_item_layers"]) == []
     Config(model="BPR", dataset="tiny", config_dict=tiny.config_dict(reg_weight=1e-3))
     assert "warning: 'reg_weight' is set, but BPR does not use it" in capsys.readouterr().err
+
+
+def test_the_time_left_counts_each_run_at_its_rows_mean_time():
+    lines = []
+    progress = Progress(0, lines.append, timings={"ItemKNN": [10.0], "MICRO": [3000.0, 4200.0]})
+    progress.expect(["ItemKNN", "MICRO", "MICRO", "GRCN"])
+    result = {"best_valid_result": {"recall@20": 0.1}, "test_result": {"recall@20": 0.1}}
+    progress.finished("tuning ItemKNN", result, row="ItemKNN", seconds=20.0)
+    # left: 2 MICRO runs at 3600 s, and GRCN (not timed yet) at the mean of all 4 runs, 1807.5 s: 9007.5 s
+    assert lines[0].startswith("[1/4] tuning ItemKNN: ")
+    assert lines[0].endswith("about 2h30m left (1 of them in rows not timed yet, counted at the mean run)")
