@@ -1,12 +1,13 @@
 """Claims on runs, so that several workers can share one comparison's output folder.
 
 A worker about to start a run writes ``<out_dir>/claims/<run>.json`` (under a lock on the
-folder, so that two workers never take the same run), holding its host, boot id and process
-id; it removes the file when the run ends, finished or failed. Another worker finds the file
-and moves on to the next run. A claim whose process is gone (same host, and a dead process or
-another boot) is stale: the next worker to find it takes the run over, and resumes it from its
-last epoch where the run left a resume state. A claim from another host cannot be checked and
-counts as live; the waiting message names its folder, to remove it by hand if that worker is gone.
+folder, so that two workers never take the same run), holding its host, boot id, process id
+and the process's start time; it removes the file when the run ends, finished or failed.
+Another worker finds the file and moves on to the next run. A claim whose process is gone (same
+host, and a dead process, another process under the same id, or another boot) is stale: the
+next worker to find it takes the run over, and resumes it from its last epoch where the run
+left a resume state. A claim from another host cannot be checked and counts as live; the
+waiting message names its folder, to remove it by hand if that worker is gone.
 """
 import fcntl
 import json
@@ -28,14 +29,25 @@ def _boot_id():
         return ""
 
 
-def _alive(pid):
+def _started(pid):
+    """When process ``pid`` started (clock ticks after boot, /proc/<pid>/stat field 22), or None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid, started=None):
+    """Whether ``pid`` runs and, when its start time is known, is the process that started then (not a reused pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
-        return True
-    return True
+        pass
+    now = _started(pid)
+    return started is None or now is None or now == started
 
 
 class Claims:
@@ -43,7 +55,8 @@ class Claims:
 
     def __init__(self, out_dir):
         self.folder = Path(out_dir) / "claims"
-        self.mine = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid()}
+        self.mine = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+                     "pid_started": _started(os.getpid())}
 
     def _path(self, name):
         return self.folder / f"{name}.json"
@@ -58,7 +71,8 @@ class Claims:
             return None
         if record.get("host") != self.mine["host"]:
             return record
-        if record.get("boot_id") != self.mine["boot_id"] or not _alive(int(record.get("pid", 0))):
+        alive = _alive(int(record.get("pid", 0)), record.get("pid_started"))
+        if record.get("boot_id") != self.mine["boot_id"] or not alive:
             return None
         return record
 

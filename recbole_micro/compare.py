@@ -47,15 +47,26 @@ def read_runs(out_dir):
     A (model, seed) pair is recorded twice only if a run ended between its two records (a tuning
     run's trial and its run); the same seed gives the same result, and no table counts it twice.
     """
-    path = Path(out_dir) / "runs.jsonl"
+    runs = {}
+    for row in read_jsonl(Path(out_dir) / "runs.jsonl"):
+        runs.setdefault((row["model"], row["seed"]), row)
+    return list(runs.values())
+
+
+def read_jsonl(path):
+    """The rows of a JSON-lines file that other workers may be appending to (a last line still
+    being written, with no newline yet, is left for the next read)."""
+    path = Path(path)
     if not path.is_file():
         return []
-    runs = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            runs.setdefault((row["model"], row["seed"]), row)
-    return list(runs.values())
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines.pop()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _log_file():
@@ -133,6 +144,13 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         if r["model"] in models and "seconds" in r:
             progress.add_timings(r["model"], [r["seconds"]])
 
+    if diagnose:  # runs recorded but not diagnosed (their worker was killed while diagnosing), while checkpoints last
+        for r in read_runs(out_dir):
+            diagnosed = (out_dir / "diagnostics" / f"{run_name(r['model'], r['seed'])}.json").is_file()
+            kept = r.get("saved_model_file") and Path(r["saved_model_file"]).is_file()
+            if (r["model"], r["seed"]) in pairs and kept and not diagnosed:
+                diagnose_recorded_run(out_dir, r["model"], r["seed"], r, log)
+
     def run(pair):
         model, seed = pair
         row, result = run_one(out_dir, model, seed, dataset, config_file_list, config_dict, log, diagnose)
@@ -171,11 +189,11 @@ def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=No
     row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
     _mark_running(out_dir, model, seed, None)
     if diagnose:
-        _diagnose(out_dir, model, seed, row, log)
+        diagnose_recorded_run(out_dir, model, seed, row, log)
     return row, result
 
 
-def _diagnose(out_dir, model, seed, row, log):
+def diagnose_recorded_run(out_dir, model, seed, row, log):
     """The diagnosis of one recorded run of a model with item graphs; a failure is logged, and the run stays."""
     from recbole_micro.diagnostics import diagnose_run
     from recbole_micro.utils import get_model
@@ -242,7 +260,7 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
 
 
 def adopt_runs(src_dir, out_dir, models):
-    """Copy the finished runs of ``models`` (rows, configs, logs) from another comparison folder into ``out_dir``.
+    """Copy the finished runs of ``models`` (rows, configs, logs, diagnostics) from another comparison's folder.
 
     For a row that two comparisons share (the full model in an ablation table, say): the same
     spec and seed on the same dataset is the same run, so it need not run again. Runs already
@@ -259,9 +277,11 @@ def adopt_runs(src_dir, out_dir, models):
         have = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
         copied = [r for r in read_runs(src_dir) if r["model"] in models and (r["model"], r["seed"]) not in have]
         for row in copied:
-            for key in ("config", "log"):
-                if row.get(key) and (src_dir / row[key]).is_file():
-                    shutil.copyfile(src_dir / row[key], out_dir / row[key])
+            files = [row.get("config"), row.get("log"), f"diagnostics/{run_name(row['model'], row['seed'])}.json"]
+            for file in filter(None, files):
+                if (src_dir / file).is_file():
+                    (out_dir / file).parent.mkdir(exist_ok=True)
+                    shutil.copyfile(src_dir / file, out_dir / file)
         with open(out_dir / "runs.jsonl", "a") as f:
             f.writelines(json.dumps(row) + "\n" for row in copied)
     return len(copied)

@@ -23,8 +23,8 @@ import itertools
 import json
 from pathlib import Path
 
-from recbole_micro.compare import (DEFAULT_PROPOSED, run_name, parse_model_spec, read_runs, run_comparison, run_one,
-                                   run_shared)
+from recbole_micro.compare import (DEFAULT_PROPOSED, diagnose_recorded_run, parse_model_spec, read_jsonl, read_runs,
+                                   run_comparison, run_name, run_one, run_shared)
 from recbole_micro.errors import ModelSpecError
 from recbole_micro.files import write_atomically
 from recbole_micro.results import Progress, metric_columns
@@ -59,19 +59,38 @@ def read_hyper_grid(path):
 
 def grids_for(models, hyper_dir, shared_grid=None):
     """{row: grid} for every row: the shared grid, or ``<hyper_dir>/<Model>.hyper``; all checked before any run."""
-    if shared_grid is not None:
-        return {model: shared_grid for model in models}
     grids, missing = {}, []
     for model in models:
         path = Path(hyper_dir) / f"{parse_model_spec(model)[0]}.hyper"
-        if path.is_file():
+        if shared_grid is not None:
+            grids[model] = shared_grid
+        elif path.is_file():
             grids[model] = read_hyper_grid(path)
         else:
             missing.append(str(path))
     if missing:
         raise ModelSpecError(f"No grid for {', '.join(missing)}: write it, or give one grid for every row with "
                              "--tune-grid \"learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3\".")
+    for model, grid in grids.items():
+        check_label_values(model, grid)
     return grids
+
+
+def check_label_values(model, grid):
+    """Refuse a grid value that the row label would not give back as it is (None, a list, a comma in a string).
+
+    The chosen point runs again on the other seeds from its row label, and its tuning run is
+    reused as the first seed's: the two must get the same settings.
+    """
+    for name, values in grid.items():
+        for value in values:
+            try:
+                back = parse_model_spec(_with_point(model, {name: value}))[1].get(name)
+            except Exception:  # yaml's own errors, for a value that is not a scalar
+                back = object()
+            if back != value or type(back) is not type(value):
+                raise ModelSpecError(f"{model}: the grid value {name}={value!r} cannot be written in a row label "
+                                     "and read back as it is; use numbers, booleans or strings without commas.")
 
 
 def grid_points(grid):
@@ -98,7 +117,7 @@ def read_trials(out_dir):
     path = Path(out_dir) / "tuning.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
@@ -126,7 +145,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     tune_seed = seeds[0]
 
     def used(model, point):  # a point as the run sees it (a trial from before the check may hold more)
-        return {k: v for k, v in point.items() if k not in unused[model]}
+        return {k: v for k, v in point.items() if k not in unused.get(model, ())}  # rows gone from the list: as tried
 
     points = [(m, p) for m in models for p in grid_points(grids[m])]
     done = {(t["model"], point_key(used(t["model"], t["point"]))) for t in read_trials(out_dir)}
@@ -141,17 +160,20 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     def tune(job):
         """One grid point, run and recorded as the comparison's run of that point with the first seed."""
         model, point = job
-        row, result = run_one(out_dir, _with_point(model, point), tune_seed, dataset, config_file_list, config_dict,
-                              log, diagnose)
+        label = _with_point(model, point)
+        row, result = run_one(out_dir, label, tune_seed, dataset, config_file_list, config_dict, log)
         trial = {"model": model, "point": point, "seed": tune_seed, "seconds": row["seconds"],
                  "best_valid_score": result["best_valid_score"], "valid_score_bigger": result["valid_score_bigger"],
                  **metric_columns(result)}
         with open(out_dir / "tuning.jsonl", "a") as f:
             f.write(json.dumps(trial) + "\n")
+        if diagnose:  # after the trial is kept: a worker killed while diagnosing loses no run
+            diagnose_recorded_run(out_dir, label, tune_seed, row, log)
         progress.finished(f"tuning {model} at {point}", result, row=model, seconds=row["seconds"])
 
     def tuned_now():
-        return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in read_trials(out_dir)}
+        trials = read_trials(out_dir)
+        return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in trials}
 
     run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
                progress, later, row_of=lambda job: job[0])
@@ -167,12 +189,13 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         mine = list(mine.values())
         chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine), unused=unused[model])
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
-    write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(tuning_table(chosen, grids, tune_seed) + "\n"))
+    table = tuning_table(chosen, grids, tune_seed) + "\n"
+    write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(table))
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
     progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
     timed = {r["model"] for r in read_runs(out_dir)}
-    for model, row in zip(models, rows):  # a row chosen from a trial of an earlier version has no run: its trial times it
+    for model, row in zip(models, rows):  # chosen from a trial of an earlier version, with no run: the trial times it
         if row not in timed:
             progress.add_timings(row, [chosen[model]["seconds"]])
     results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
@@ -182,7 +205,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
 
 
 def unused_grid_settings(grids):
-    """{row: the grid's settings that the row's model does not use} (see :func:`~recbole_micro.config.settings_not_used_by`).
+    """{row: the grid's settings its model does not use} (:func:`~recbole_micro.config.settings_not_used_by`).
 
     Their values would reach the model and change nothing, so each of their points would repeat
     one run; such a row is tuned over the rest of its grid, and ``tuning.md`` says so.

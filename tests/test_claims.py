@@ -25,7 +25,9 @@ def dead_pid():
 
 
 def test_a_run_held_by_a_live_worker_is_left_to_it_and_waited_for(tmp_path, monkeypatch):
-    claim_of(tmp_path, "b", pid=os.getppid())  # a live process that is not this one
+    from recbole_micro.claims import _started
+
+    claim_of(tmp_path, "b", pid=os.getppid(), pid_started=_started(os.getppid()))  # a live process, not this one
     done, ran, lines = set(), [], []
 
     def other_worker_finishes():
@@ -46,6 +48,7 @@ def test_a_run_held_by_a_live_worker_is_left_to_it_and_waited_for(tmp_path, monk
 @pytest.mark.parametrize("stale", ["dead process", "another boot"])
 def test_a_stale_claim_is_taken_over(tmp_path, stale):
     record = {"pid": dead_pid()} if stale == "dead process" else {"pid": os.getppid(), "boot_id": "another boot"}
+    record["pid_started"] = None
     claim_of(tmp_path, "a", **record)
     ran = []
     run_shared(tmp_path, [("a", "a")], lambda: set(ran), ran.append)
@@ -104,3 +107,14 @@ def test_the_command_line_stops_with_its_own_exit_code_and_one_line(tiny):
     result = run_script("-d", "tiny", "--compare", "BPR", "--seeds", "1", "--out", str(out), cwd=tiny.root)
     assert result.returncode == 3 and result.stderr.strip().splitlines()[-1].startswith("stopped before the next run")
     assert "Traceback" not in result.stderr and not (out / "runs.jsonl").exists()
+
+
+def test_a_claim_whose_process_id_now_belongs_to_another_process_is_stale(tmp_path):
+    from recbole_micro.claims import _started
+
+    parent = os.getppid()
+    assert _started(parent) is not None
+    claim_of(tmp_path, "a", pid=parent, pid_started=_started(parent) + 1)  # same id, another start: pid reused
+    assert Claims(tmp_path).holder("a") is None and Claims(tmp_path).take("a")
+    claim_of(tmp_path, "b", pid=parent, pid_started=_started(parent))
+    assert Claims(tmp_path).holder("b")["pid"] == parent and not Claims(tmp_path).take("b")

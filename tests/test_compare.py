@@ -154,12 +154,15 @@ def test_a_shared_row_is_adopted_from_another_comparison_with_its_config_and_log
     for r in rows:
         (src / r["config"]).write_text(r["model"])
         (src / r["log"]).write_text("log of " + r["model"])
+    (src / "diagnostics").mkdir()
+    (src / "diagnostics" / "MICRO_learning_rate=0.001-seed2.json").write_text("{}")
     dst.mkdir()
     (dst / "runs.jsonl").write_text(json.dumps({**rows[0], "test_recall@20": 0.5}) + "\n")  # seed 1 already there
     assert adopt_runs(src, dst, ["MICRO:learning_rate=0.001"]) == 1
     got = sorted((r["model"], r["seed"], r["test_recall@20"]) for r in read_runs(dst))
     assert got == [("MICRO:learning_rate=0.001", 1, 0.5), ("MICRO:learning_rate=0.001", 2, 0.2)]
     assert (dst / rows[1]["log"]).read_text() == "log of MICRO:learning_rate=0.001" and not (dst / rows[2]["config"]).exists()
+    assert (dst / "diagnostics" / "MICRO_learning_rate=0.001-seed2.json").read_text() == "{}"
     assert adopt_runs(src, dst, ["MICRO:learning_rate=0.001"]) == 0
 
 
@@ -187,3 +190,13 @@ def test_the_compare_only_flags_are_refused_without_compare(tiny):
     result = run_script("-m", "BPR", "-d", "tiny", "--diagnose", cwd=tiny.root)
     assert result.returncode == 2 and "--diagnose: only with --compare" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_line_still_being_appended_is_left_for_the_next_read(tmp_path):
+    from recbole_micro.compare import read_jsonl
+
+    (tmp_path / "runs.jsonl").write_text(json.dumps({"model": "BPR", "seed": 1}) + '\n{"model": "BP')
+    assert read_jsonl(tmp_path / "runs.jsonl") == [{"model": "BPR", "seed": 1}]
+    (tmp_path / "runs.jsonl").write_text('{"model": "BPR", "seed": 1}\n{"broken"\n')
+    with pytest.raises(ValueError):  # a bad line that is complete is an error, not skipped
+        read_jsonl(tmp_path / "runs.jsonl")

@@ -153,3 +153,23 @@ def test_the_time_left_counts_each_run_at_its_rows_mean_time():
     # left: 2 MICRO runs at 3600 s, and GRCN (not timed yet) at the mean of all 4 runs, 1807.5 s: 9007.5 s
     assert lines[0].startswith("[1/4] tuning ItemKNN: ")
     assert lines[0].endswith("about 2h30m left (1 of them in rows not timed yet, counted at the mean run)")
+
+
+def test_a_grid_value_that_a_row_label_cannot_carry_is_refused_before_any_run(tmp_path):
+    from recbole_micro.tuned_compare import grids_for
+
+    for bad in ({"latent_dim": [None, 64]}, {"hidden_size_list": [[64, 64]]}, {"cl_reduce": ["a,b"]}):
+        with pytest.raises(ModelSpecError, match="cannot be written in a row label"):
+            grids_for(["MMGCN"], tmp_path, bad)
+    assert grids_for(["MICRO"], tmp_path, parse_grid("learning_rate=1e-3 use_specific=True,False cl_anchors='batch'"))
+
+
+def test_trials_of_a_row_no_longer_compared_are_kept_and_ignored(tiny):
+    out = tiny.root / "fair"
+    out.mkdir()
+    other = {"model": "Pop", "point": {"learning_rate": 0.001}, "seed": 1, "seconds": 1.0, "best_valid_score": 0.5,
+             "valid_score_bigger": True}
+    (out / "tuning.jsonl").write_text(json.dumps(other) + "\n")
+    rows, chosen = run_tuned_comparison(["BPR"], "tiny", [1], out, grid=parse_grid("learning_rate=1e-3"),
+                                        config_dict=tiny.config_dict(epochs=1), log=lambda *_: None)
+    assert list(chosen) == ["BPR"] and json.loads((out / "tuning.jsonl").read_text().splitlines()[0]) == other
