@@ -186,7 +186,8 @@ def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=No
     result = run_recbole_micro(model=model_name, dataset=dataset, config_file_list=config_file_list,
                                config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
                                started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
-    row = _record_run(out_dir, model, seed, dataset, result, time.time() - start)
+    seconds = time.time() - start + result.get("seconds_before_resume", 0.0)  # a resumed run's earlier sessions too
+    row = _record_run(out_dir, model, seed, dataset, result, seconds)
     _mark_running(out_dir, model, seed, None)
     if diagnose:
         diagnose_recorded_run(out_dir, model, seed, row, log)

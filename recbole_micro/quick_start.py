@@ -81,7 +81,8 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, ``saved_model_file`` (None when ``saved`` is False) and ``config``.
+        ``test_result``, ``saved_model_file`` (None when ``saved`` is False), ``config`` and
+        ``seconds_before_resume`` (the training time of the interrupted sessions a resumed run continues).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ensure_dataset_prepared(config)  # before any logging: a missing dataset is one clear message
@@ -117,6 +118,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
         "saved_model_file": trainer.saved_model_file if saved else None,
         "config": config,
         "trained_weights_sha256": trained_weights,
+        "seconds_before_resume": getattr(trainer, "seconds_before_resume", 0.0),
     }
 
 

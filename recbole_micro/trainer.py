@@ -22,6 +22,7 @@ writes it, and the evaluation gathers every process's users.
 """
 import inspect
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -134,6 +135,7 @@ class CheckpointMixin:
 
         if "callback_fn" not in inspect.signature(super().fit).parameters:  # a trainer without epochs to resume
             return super().fit(train_data, valid_data, verbose, saved, show_progress)
+        self._fit_started = time.time()
         state = getattr(self, "_resume_state", None)
         if state is not None:
             self._resume_state = None
@@ -160,8 +162,16 @@ class CheckpointMixin:
             "scheduler": self.scheduler.state_dict() if getattr(self, "scheduler", None) is not None else None,
             "random": random_states(train_data),
             "model": self.config["model"],
+            "fit_seconds": self.fit_seconds(),  # the run's training time so far, earlier sessions' included
         }
         write_atomically(resume_file_of(self.saved_model_file), lambda tmp: torch.save(state, tmp))
+
+    seconds_before_resume = 0.0  # training time of the sessions before this one (from the resume state)
+
+    def fit_seconds(self):
+        """Seconds spent in ``fit`` by this run, in this process and in the sessions it resumes."""
+        started = getattr(self, "_fit_started", None)
+        return self.seconds_before_resume + (time.time() - started if started is not None else 0.0)
 
     def resume_from(self, path):
         """Continue the run whose checkpoint (or resume file) is ``path`` after its last saved epoch.
@@ -196,6 +206,7 @@ class CheckpointMixin:
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state["best_valid_result"]
         self.train_loss_dict = state["train_loss_dict"]
+        self.seconds_before_resume = float(state.get("fit_seconds", 0.0))  # a state of an older version has none
         self._resume_state = state
         self.logger.info(f"Resuming {resume_file} after epoch {state['epoch']}")
         return state

@@ -40,8 +40,10 @@ def test_killed_after_epoch_2_and_resumed_equals_4_epochs_straight(tiny, monkeyp
         with pytest.raises(Killed):
             run_recbole_micro(model=model, dataset="tiny", config_dict=config, started=checkpoints.append)
     assert resume_file_of(checkpoints[0]).is_file()
-    resumed, resumed_weights = outcome(run_recbole_micro(model=model, dataset="tiny", config_dict=config,
-                                                         resume=checkpoints[0]))
+    before = torch.load(resume_file_of(checkpoints[0]), weights_only=True)["fit_seconds"]
+    result = run_recbole_micro(model=model, dataset="tiny", config_dict=config, resume=checkpoints[0])
+    assert result["seconds_before_resume"] == before > 0  # the killed session's training time is kept
+    resumed, resumed_weights = outcome(result)
     assert resumed == straight
     for name, tensor in straight_weights.items():
         assert torch.equal(tensor, resumed_weights[name]), name
@@ -61,7 +63,7 @@ def test_a_kill_while_the_state_is_written_leaves_the_previous_one(tiny, monkeyp
     with pytest.raises(Killed):
         run_recbole_micro(model="VBPR", dataset="tiny", config_dict=config, started=checkpoints.append)
     state = torch.load(resume_file_of(checkpoints[0]), weights_only=True)  # loads without running code
-    assert state["epoch"] == 1
+    assert state["epoch"] == 1 and state["fit_seconds"] > 0  # the training time so far travels with the state
     assert sorted(p.name for p in resume_file_of(checkpoints[0]).parent.iterdir() if "tmp" in p.name) == []
 
 
