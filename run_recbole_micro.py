@@ -71,6 +71,9 @@ def build_parser():
     compare.add_argument("--diagnose", action="store_true",
                          help="after each MICRO and LATTICE run, keep its graph quality, modality weights and losses "
                               "in <out>/diagnostics/ (recbole_micro.diagnostics)")
+    compare.add_argument("--deadline", default=None, metavar="HH:MM|+2h30m",
+                         help="start only runs expected to end by then (each at its row's mean time so far), then "
+                              "stop (exit 3); the same command later goes on")
     compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>); "
                          "with --recommend, the .csv or .parquet file")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
@@ -108,7 +111,7 @@ def main(argv=None):
         if several and (args.compare or args.tune):
             raise DistributedError("--nproc/--world_size train one run; --compare and --tune run one process per run.")
         compare_only = [flag for flag, given in (("--tune-each", args.tune_each), ("--tune-grid", args.tune_grid),
-                                                 ("--diagnose", args.diagnose)) if given]
+                                                 ("--diagnose", args.diagnose), ("--deadline", args.deadline)) if given]
         if compare_only and not args.compare:
             raise RecBoleMicroError(f"{', '.join(compare_only)}: only with --compare MODEL [MODEL ...]; "
                                     "without it nothing would be tuned or diagnosed.")
@@ -174,7 +177,7 @@ def export(args):
 
 
 def compare(args, config_files):
-    from recbole_micro.compare import parse_model_spec, run_comparison
+    from recbole_micro.compare import parse_deadline, parse_model_spec, run_comparison
     from recbole_micro.config import Config
     from recbole_micro.errors import ModelSpecError
     from recbole_micro.tuned_compare import parse_grid, run_tuned_comparison
@@ -186,16 +189,17 @@ def compare(args, config_files):
     # RecBole's per-epoch progress bar when a person watches; show_progress stays the user's to set
     settings = {} if "show_progress" in configs[0].external_config_dict else {"show_progress": sys.stdout.isatty()}
     out = args.out or f"compare/{args.dataset}"
+    deadline = parse_deadline(args.deadline) if args.deadline else None
     if args.tune_each:
         grid = parse_grid(args.tune_grid) if args.tune_grid else None  # every row's grid is checked before any run
         run_tuned_comparison(args.compare, args.dataset, args.seeds, out, grid=grid,
                              hyper_dir=Path(__file__).resolve().parent / "hyper", config_file_list=config_files,
-                             config_dict=settings, proposed=args.proposed, diagnose=args.diagnose)
+                             config_dict=settings, proposed=args.proposed, diagnose=args.diagnose, deadline=deadline)
     elif args.tune_grid:
         raise ModelSpecError("--tune-grid is the grid of --tune-each: add --tune-each.")
     else:
         run_comparison(args.compare, args.dataset, args.seeds, out, config_file_list=config_files,
-                       config_dict=settings, proposed=args.proposed, diagnose=args.diagnose)
+                       config_dict=settings, proposed=args.proposed, diagnose=args.diagnose, deadline=deadline)
     print(Path(out, "table.md").read_text())
     print(f"runs, logs, configs and chart in {out}/")
     return 0

@@ -12,6 +12,9 @@
 # thread here): start it in the background and let it resume across sessions. Started twice, the
 # two workers share the runs (claims in the results folder), one core each:
 #   for w in 1 2; do OMP_NUM_THREADS=1 nohup benchmarks/scientific_table4.sh >> benchmarks/results/scientific/progress-$w.log 2>&1 & done
+# DEADLINE=HH:MM (before the machine goes) starts only runs expected to end by then (each at its
+# row's mean time so far), and then stops: a run cut off with the machine is lost, since saved/
+# (the resume states) does not outlive it.
 # Each tuning run is also its row's seed-2020 run, and the ablation table adopts the full MICRO
 # row's runs from the main table, so neither runs twice. Every MICRO and LATTICE run is diagnosed
 # as it ends (graph quality, attention, L_C and L_S: <out>/diagnostics/), for issue 18's item 5.
@@ -25,7 +28,7 @@ flock dataset/.scientific.lock bash -c "test -f dataset/scientific/scientific.ya
 "$PY" run_recbole_micro.py -d scientific --show_progress=False \
     --compare ItemKNN BPR LightGCN VBPR NGCF SGL LATTICE MMGCN GRCN MICRO:cl_anchors=batch MICRO \
     --tune-each --tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" \
-    --proposed MICRO --seeds 2020 2021 2022 --out "$OUT" --diagnose
+    --proposed MICRO --seeds 2020 2021 2022 --out "$OUT" --diagnose ${DEADLINE:+--deadline "$DEADLINE"}
 
 # Table 5: the MICRO ablations at MICRO's tuned point (from chosen.json), same seeds, resumable.
 POINT=$("$PY" -c "
@@ -36,6 +39,6 @@ print(','.join(f'{k}={v}' for k, v in chosen.items()))")
 from recbole_micro.compare import adopt_runs
 adopt_runs('$OUT', '$OUT-ablations', ['MICRO:$POINT'])"
 "$PY" run_recbole_micro.py -d scientific --show_progress=False --seeds 2020 2021 2022 --proposed MICRO \
-    --out "$OUT-ablations" --diagnose --compare "MICRO:$POINT" \
+    --out "$OUT-ablations" --diagnose ${DEADLINE:+--deadline "$DEADLINE"} --compare "MICRO:$POINT" \
     "MICRO:$POINT,use_contrastive=False,use_specific=False" "MICRO:$POINT,use_specific=False" \
     "MICRO:$POINT,use_user_pref=False" "MICRO:$POINT,item_repr=graph_feats" "MICRO:$POINT,item_repr=feats"

@@ -107,7 +107,7 @@ def parse_model_spec(spec):
 
 
 def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, config_dict=None, proposed=DEFAULT_PROPOSED,
-                   log=print, progress=None, notes="", diagnose=False):
+                   log=print, progress=None, notes="", diagnose=False, deadline=None):
     """Run every model with every seed (skipping finished pairs) and write the tables.
 
     Several workers may run the same comparison on one ``out_dir`` at once: each takes the next
@@ -126,6 +126,7 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         progress (Progress): counts the runs (one line per run with the time left); a new one when None.
         notes (str): text appended to ``table.md``.
         diagnose (bool): diagnose every MICRO and LATTICE run after it ends (see :func:`run_one`).
+        deadline (float): start only runs expected to end by then (see :func:`run_shared`).
 
     Returns:
         list of dict: every finished run (old and new).
@@ -160,7 +161,7 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
         return {run_name(r["model"], r["seed"]) for r in read_runs(out_dir)}
 
     run_shared(out_dir, [(run_name(*pair), pair) for pair in pairs], done_now, run, log, progress,
-               row_of=lambda pair: pair[0])
+               row_of=lambda pair: pair[0], deadline=deadline)
     rows = [r for r in read_runs(out_dir) if r["model"] in models and r["seed"] in seeds]
     write_outputs(rows, models, out_dir, proposed, notes)
     return rows
@@ -211,7 +212,26 @@ def diagnose_recorded_run(out_dir, model, seed, row, log):
     write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(found, indent=1) + "\n"))
 
 
-def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(), row_of=None):
+def parse_deadline(text, now=None):
+    """``--deadline``: ``HH:MM`` (today, local time) or ``+2h30m`` / ``+90m`` from now -> seconds since the epoch."""
+    import datetime
+
+    now = time.time() if now is None else now
+    relative = re.fullmatch(r"\+(?:(\d+)h)?(?:(\d+)m)?", text.strip())
+    if relative and any(relative.groups()):
+        hours, minutes = (int(g or 0) for g in relative.groups())
+        return now + 3600 * hours + 60 * minutes
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if clock and int(clock[1]) < 24 and int(clock[2]) < 60:
+        today = datetime.datetime.fromtimestamp(now)
+        deadline = today.replace(hour=int(clock[1]), minute=int(clock[2]), second=0, microsecond=0).timestamp()
+        if deadline <= now:
+            raise ModelSpecError(f"--deadline {text}: that time has passed today; give a later time or +2h30m.")
+        return deadline
+    raise ModelSpecError(f"--deadline {text!r}: write HH:MM (today, local time) or +2h30m / +90m (from now).")
+
+
+def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(), row_of=None, deadline=None):
     """Run every job not yet done, in order, sharing them with any other worker on ``out_dir``.
 
     Each job is claimed before it starts (another worker's live claim makes this one move on);
@@ -226,6 +246,10 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
         progress (Progress): told the rows of the jobs left and of ``later`` before every job.
         later (list): the rows of the runs the caller will start after these (one entry per run).
         row_of (callable): a job's row (its runs are timed together); the job itself when None.
+        deadline (float): seconds since the epoch: start only runs expected to end by then (each at
+            its row's mean time, see :meth:`Progress.expected_seconds`), and stop
+            (:class:`RunsStopped`) when none is left that fits: no run is cut off by a machine
+            that goes at a known time.
     """
     from recbole_micro import claims as claiming
 
@@ -242,7 +266,12 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
             return
         if progress is not None:
             progress.expect([row_of(job) if row_of else job for _, job in left] + list(later))
+        too_long = 0
         for name, job in left:
+            row = row_of(job) if row_of else job
+            if deadline is not None and progress is not None and time.time() + progress.expected_seconds(row) > deadline:
+                too_long += 1
+                continue
             if not claims.take(name):
                 continue
             try:
@@ -253,6 +282,10 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
             said = None
             break
         else:
+            if too_long:
+                raise RunsStopped(f"no run left that is expected to end before the deadline "
+                                  f"({time.strftime('%H:%M', time.localtime(deadline))}): {too_long} of the "
+                                  f"{len(left)} runs left wait for a later start of the same command")
             line = claims.waiting_line([name for name, _ in left])
             if line and line != said:
                 log(line)

@@ -84,6 +84,12 @@ class Progress:
         self.log(f"[{self.done}/{self.total}] {label}: valid Recall@20 {valid:.4f}, test {test:.4f}; "
                  f"{_duration(elapsed)} elapsed, {self.time_left(elapsed)}")
 
+    def expected_seconds(self, row):
+        """How long a run of ``row`` is expected to take: its row's mean; for a row not timed yet, the
+        slowest row's mean (0 when nothing is timed)."""
+        means = {r: sum(s) / len(s) for r, s in self.timings.items() if s}
+        return means.get(row, max(means.values(), default=0.0))
+
     def time_left(self, elapsed):
         """``about 1h05m left``, from the rows' timings where they are known."""
         if self.left is None or not self.timings:

@@ -121,7 +121,7 @@ def read_trials(out_dir):
 
 
 def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
-                         config_dict=None, proposed=None, log=print, diagnose=False):
+                         config_dict=None, proposed=None, log=print, diagnose=False, deadline=None):
     """Tune every row on validation with its grid (first seed), then compare the chosen points over ``seeds``.
 
     Args:
@@ -176,7 +176,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in trials}
 
     run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
-               progress, later, row_of=lambda job: job[0])
+               progress, later, row_of=lambda job: job[0], deadline=deadline)
     trials = read_trials(out_dir)
     chosen = {}
     for model in models:
@@ -200,7 +200,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
             progress.add_timings(row, [chosen[model]["seconds"]])
     results = run_comparison(rows, dataset, seeds, out_dir, config_file_list=config_file_list, config_dict=config_dict,
                              proposed=proposed or DEFAULT_PROPOSED, log=log, progress=progress,
-                             notes=chosen_settings(chosen, tune_seed), diagnose=diagnose)
+                             notes=chosen_settings(chosen, tune_seed), diagnose=diagnose, deadline=deadline)
     return results, chosen
 
 

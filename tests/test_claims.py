@@ -118,3 +118,38 @@ def test_a_claim_whose_process_id_now_belongs_to_another_process_is_stale(tmp_pa
     assert Claims(tmp_path).holder("a") is None and Claims(tmp_path).take("a")
     claim_of(tmp_path, "b", pid=parent, pid_started=_started(parent))
     assert Claims(tmp_path).holder("b")["pid"] == parent and not Claims(tmp_path).take("b")
+
+
+def test_a_deadline_starts_only_runs_expected_to_end_by_then_and_then_stops(tmp_path):
+    import time
+
+    from recbole_micro.errors import RunsStopped
+    from recbole_micro.results import Progress
+
+    progress = Progress(0, lambda *_: None, timings={"fast": [10.0], "slow": [3600.0]})
+    assert progress.expected_seconds("new") == 3600.0  # not timed yet: as long as the slowest row
+    ran = []
+    jobs = [("s1", "slow"), ("f1", "fast"), ("n1", "new"), ("f2", "fast")]
+    with pytest.raises(RunsStopped, match=r"2 of the 2 runs left wait for a later start"):
+        run_shared(tmp_path, [(name, name) for name, _ in jobs], lambda: set(ran), ran.append, progress=progress,
+                   row_of=dict(jobs).get, deadline=time.time() + 600)
+    assert ran == ["f1", "f2"]
+    run_shared(tmp_path, [(name, name) for name, _ in jobs], lambda: set(ran), ran.append, progress=progress,
+               row_of=dict(jobs).get, deadline=time.time() + 7200)  # a later start has the time
+    assert ran == ["f1", "f2", "s1", "n1"]
+
+
+def test_deadlines_are_read_as_a_clock_time_today_or_a_time_from_now():
+    import datetime
+
+    from recbole_micro.compare import parse_deadline
+    from recbole_micro.errors import ModelSpecError
+
+    now = datetime.datetime(2026, 12, 2, 7, 30).timestamp()
+    assert parse_deadline("+2h30m", now) == now + 9000 and parse_deadline("+90m", now) == now + 5400
+    assert parse_deadline("9:05", now) == datetime.datetime(2026, 12, 2, 9, 5).timestamp()
+    with pytest.raises(ModelSpecError, match="has passed today"):
+        parse_deadline("07:00", now)
+    for bad in ("tomorrow", "+", "25:00", "9h"):
+        with pytest.raises(ModelSpecError, match="write HH:MM"):
+            parse_deadline(bad, now)
