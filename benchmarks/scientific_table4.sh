@@ -42,3 +42,7 @@ adopt_runs('$OUT', '$OUT-ablations', ['MICRO:$POINT'])"
     --out "$OUT-ablations" --diagnose ${DEADLINE:+--deadline "$DEADLINE"} --compare "MICRO:$POINT" \
     "MICRO:$POINT,use_contrastive=False,use_specific=False" "MICRO:$POINT,use_specific=False" \
     "MICRO:$POINT,use_user_pref=False" "MICRO:$POINT,item_repr=graph_feats" "MICRO:$POINT,item_repr=feats"
+
+# The runs' early stopping, graph lifts, modality weights and MICRO's auxiliary losses, for the reading.
+"$PY" benchmarks/reading.py "$OUT" > /dev/null
+"$PY" benchmarks/reading.py "$OUT-ablations" > /dev/null

@@ -129,3 +129,33 @@ def test_cold_start_metrics_by_hand():
     assert both["all_recall@20"] == 1.0 and both["all_ndcg@20"] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
     # cold items only (3, 4): item 4 at rank 2 is the one hit among the two targets
     assert both["cold_recall@20"] == 0.5 and both["cold_ndcg@20"] == pytest.approx((1 / np.log2(3)) / ideal)
+
+
+def test_the_reading_of_a_comparison_folder_by_hand(tmp_path):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from reading import reading
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "diagnostics").mkdir()
+    runs = [{"model": "MICRO:learning_rate=0.001", "seed": 1, "log": "logs/m.log"}, {"model": "BPR", "seed": 1, "log": ""}]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    (tmp_path / "logs" / "m.log").write_text(
+        "epoch 0 training [time: 1.00s, train_loss1: 18.2000, train_loss2: 0.0010, train_loss3: 9.0600, train_loss4: 0.0000]\n"
+        "epoch 0 evaluating [time: 0.50s, valid_score: 0.120000]\n"
+        "epoch 1 training [time: 1.00s, train_loss1: 5.0000, train_loss2: 0.0020, train_loss3: 8.9000, train_loss4: 0.0025]\n"
+        "epoch 1 evaluating [time: 0.50s, valid_score: 0.150000]\n"
+        "epoch 2 training [time: 1.00s, train_loss1: 4.0000, train_loss2: 0.0020, train_loss3: 8.8900, train_loss4: 0.0030]\n"
+        "Finished training, best eval result in epoch 1\n")
+    (tmp_path / "diagnostics" / "MICRO_learning_rate=0.001-seed1.json").write_text(json.dumps({
+        "raw graphs": {"text": {"lift": 12.3}, "meta": {"lift": 9.6}},
+        "trained": {"text learned graph (transformed features)": {"lift": 9.9},
+                    "text mixed graph A^m (Eq. 5)": {"lift": 10.8},
+                    "attention (Eq. 7)": {"text": {"mean": 0.42}, "meta": {"mean": 0.58}}}}))
+    text = reading(tmp_path)
+    assert "| MICRO:learning_rate=0.001 | 1 | 1 | 2 |" in text  # best epoch 1, last epoch 2; BPR has no log
+    assert "| MICRO:learning_rate=0.001 | 1 | text | 12.3 | 9.9 | 10.8 | 0.42 |" in text
+    assert "| MICRO:learning_rate=0.001 | 1 | meta | 9.6 | None | None | 0.58 |" in text
+    assert "| MICRO:learning_rate=0.001 | 1 | 0 | 18.2 | 9.06 | 0.0 |" in text  # the first epoch ...
+    assert "| MICRO:learning_rate=0.001 | 1 | 1 | 5.0 | 8.9 | 0.0025 |" in text  # ... and the best
