@@ -344,6 +344,27 @@ def _interrupted_run(out_dir, model, seed):
     return checkpoint if checkpoint and resume_file_of(checkpoint).is_file() else None
 
 
+def machine():
+    """What a run's numbers depend on beyond its settings and seed: CPU (or GPU), its kernels, threads, torch.
+
+    The same seed gives the same result on one machine; another CPU's kernels round differently
+    (GRCN on Scientific: epoch-0 loss 8.3345 on one session's machine, 8.3348 on another's), so
+    each run row says where it ran.
+    """
+    import torch
+
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
+    threads = torch.get_num_threads()
+    return (f"{gpu}{cpu or 'CPU'} ({torch.backends.cpu.get_cpu_capability()}), {threads} thread{'s' * (threads > 1)}, "
+            f"torch {torch.__version__}")
+
+
 def run_name(model, seed):
     """File-name stem of one run: the model spec with unsafe characters replaced, and the seed."""
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
@@ -367,6 +388,7 @@ def _record_run(out_dir, model, seed, dataset, result, seconds):
         "saved_model_file": result["saved_model_file"],
         "config": str(config_path.relative_to(out_dir)),
         "log": f"logs/{name}.log" if log_path is not None else "",
+        "machine": machine(),
         **metric_columns(result),
     }
     with open(out_dir / "runs.jsonl", "a") as f:

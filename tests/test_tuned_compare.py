@@ -62,6 +62,7 @@ def test_each_row_is_tuned_on_validation_then_compared_and_a_rerun_runs_nothing(
     assert sorted((r["model"], r["seed"]) for r in runs) == sorted(
         [(f"{m}:learning_rate={lr}", 1) for m in ("BPR", "VBPR") for lr in (0.001, 0.05)]
         + [(f"{m}:learning_rate={chosen[m]['point']['learning_rate']}", 2) for m in ("BPR", "VBPR")])
+    assert all(r["machine"].endswith(f"torch {__import__('torch').__version__}") for r in runs)  # where each ran
     for trial in trials:
         run = next(r for r in runs if r["model"] == f"{trial['model']}:learning_rate={trial['point']['learning_rate']}")
         assert run["best_valid_score"] == trial["best_valid_score"] and run["test_recall@20"] == trial["test_recall@20"]
