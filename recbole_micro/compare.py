@@ -269,7 +269,8 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
         too_long = 0
         for name, job in left:
             row = row_of(job) if row_of else job
-            if deadline is not None and progress is not None and time.time() + progress.expected_seconds(row) > deadline:
+            expected = progress.expected_seconds(row) if progress is not None else 0.0
+            if deadline is not None and time.time() + expected > deadline:
                 too_long += 1
                 continue
             if not claims.take(name):
