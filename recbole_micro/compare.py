@@ -188,7 +188,7 @@ def run_one(out_dir, model, seed, dataset, config_file_list=None, config_dict=No
                                config_dict={**(config_dict or {}), **overrides, "seed": seed}, resume=resume,
                                started=lambda checkpoint: _mark_running(out_dir, model, seed, checkpoint))
     seconds = time.time() - start + result.get("seconds_before_resume", 0.0)  # a resumed run's earlier sessions too
-    row = _record_run(out_dir, model, seed, dataset, result, seconds)
+    row = _record_run(out_dir, model, seed, dataset, result, seconds, _running_entry(out_dir, model, seed)["logs"])
     _mark_running(out_dir, model, seed, None)
     if diagnose:
         diagnose_recorded_run(out_dir, model, seed, row, log)
@@ -323,7 +323,8 @@ def adopt_runs(src_dir, out_dir, models):
 
 
 def _mark_running(out_dir, model, seed, checkpoint):
-    """Note (or, with None, forget) the checkpoint of the run of ``model`` with ``seed`` in ``running.json``."""
+    """Note (or, with None, forget) the run of ``model`` with ``seed`` in ``running.json``: its checkpoint,
+    and the log file of each process that has worked on it (a resumed run has one per start)."""
     path = Path(out_dir) / "running.json"
     with open(Path(out_dir) / ".running.lock", "w") as lock:  # other workers on this folder write it too
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -332,16 +333,30 @@ def _mark_running(out_dir, model, seed, checkpoint):
         if checkpoint is None:
             running.pop(key, None)
         else:
-            running[key] = str(Path(checkpoint).resolve())
+            entry = _entry(running.get(key))
+            log = _log_file()
+            logs = entry["logs"] + ([str(log)] if log is not None and str(log) not in entry["logs"] else [])
+            running[key] = {"checkpoint": str(Path(checkpoint).resolve()), "logs": logs}
         write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(running, indent=1, sort_keys=True)))
+
+
+def _entry(value):
+    """A ``running.json`` entry as a dict (an older version wrote the checkpoint path alone)."""
+    if isinstance(value, str):
+        return {"checkpoint": value, "logs": []}
+    return value or {"checkpoint": None, "logs": []}
+
+
+def _running_entry(out_dir, model, seed):
+    path = Path(out_dir) / "running.json"
+    return _entry(json.loads(path.read_text()).get(f"{model} seed {seed}") if path.is_file() else None)
 
 
 def _interrupted_run(out_dir, model, seed):
     """The checkpoint of an interrupted run of ``model`` with ``seed`` that left a resume state, or None."""
     from recbole_micro.trainer import resume_file_of  # torch and RecBole: only once runs start
 
-    path = Path(out_dir) / "running.json"
-    checkpoint = json.loads(path.read_text()).get(f"{model} seed {seed}") if path.is_file() else None
+    checkpoint = _running_entry(out_dir, model, seed)["checkpoint"]
     return checkpoint if checkpoint and resume_file_of(checkpoint).is_file() else None
 
 
@@ -371,8 +386,12 @@ def run_name(model, seed):
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in model) + f"-seed{seed}"
 
 
-def _record_run(out_dir, model, seed, dataset, result, seconds):
+def _record_run(out_dir, model, seed, dataset, result, seconds, logs=()):
     """Keep one finished run: its config and log under ``out_dir``, its row appended to ``runs.jsonl``.
+
+    Args:
+        logs (list of str): the log files of the processes that worked on the run, in order (a
+            resumed run's earlier starts); the kept log is them and this process's, one after the other.
 
     Returns:
         dict: the row (model, seed, time, saved model, config and log paths, every metric).
@@ -382,7 +401,11 @@ def _record_run(out_dir, model, seed, dataset, result, seconds):
     config_path.write_text(json.dumps(_config_as_dict(result["config"]), indent=1, sort_keys=True))
     log_path = _log_file()
     if log_path is not None and log_path.is_file():
-        shutil.copyfile(log_path, out_dir / "logs" / f"{name}.log")
+        parts = list(dict.fromkeys([*logs, str(log_path)]))
+        with open(out_dir / "logs" / f"{name}.log", "wb") as kept:
+            for part in parts:
+                if Path(part).is_file():
+                    kept.write(Path(part).read_bytes())
     row = {
         "model": model, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
         "best_valid_score": result["best_valid_score"],

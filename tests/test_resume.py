@@ -130,3 +130,40 @@ def test_a_tuning_run_interrupted_mid_way_resumes_from_its_last_epoch(tiny, monk
     assert any(line.startswith("VBPR:learning_rate=0.001 seed 5: resuming ") for line in lines)
     trial = lambda chosen: {k: v for k, v in chosen["VBPR"].items() if k != "seconds"}  # noqa: E731
     assert trial(resumed) == trial(straight)
+
+
+def test_a_resumed_runs_kept_log_holds_every_start_in_order(tiny, monkeypatch):
+    import json
+
+    import recbole_micro.compare as compare
+    from recbole_micro.compare import read_runs, run_comparison
+
+    config = tiny.config_dict(epochs=3, stopping_step=10)
+    out = tiny.root / "cut"
+    logs = [tiny.root / "first.log", tiny.root / "second.log"]
+    logs[0].write_text("the first start\n")
+    logs[1].write_text("the second start\n")
+    with monkeypatch.context() as patch:
+        patch.setattr(compare, "_log_file", lambda: logs[0])
+        kill_after(patch, last_epoch=0)
+        with pytest.raises(Killed):
+            run_comparison(["VBPR"], "tiny", [5], out, config_dict=config, log=lambda *_: None)
+    entry = json.loads((out / "running.json").read_text())["VBPR seed 5"]
+    assert entry["logs"] == [str(logs[0])]
+    (out / "running.json").write_text(json.dumps({"VBPR seed 5": entry["checkpoint"]}))  # as an older version wrote it
+    monkeypatch.setattr(compare, "_log_file", lambda: logs[1])
+    lines = []
+    run_comparison(["VBPR"], "tiny", [5], out, config_dict=config, log=lines.append)
+    assert any("resuming" in line for line in lines)  # the older entry still resumes
+    (row,) = read_runs(out)
+    assert (out / row["log"]).read_text() == "the second start\n"  # the older entry named no earlier log
+    # a run resumed with the new entries keeps both starts
+    out2 = tiny.root / "cut2"
+    with monkeypatch.context() as patch:
+        patch.setattr(compare, "_log_file", lambda: logs[0])
+        kill_after(patch, last_epoch=0)
+        with pytest.raises(Killed):
+            run_comparison(["VBPR"], "tiny", [5], out2, config_dict=config, log=lambda *_: None)
+    run_comparison(["VBPR"], "tiny", [5], out2, config_dict=config, log=lambda *_: None)
+    (row,) = read_runs(out2)
+    assert (out2 / row["log"]).read_text() == "the first start\nthe second start\n"
