@@ -169,7 +169,9 @@ def test_micro_loss_and_gradients_are_the_same_with_either_contrastive_kernel(ti
     (fused_losses, fused_grads), (chunked_losses, chunked_grads) = results
     assert fused_losses == pytest.approx(chunked_losses, rel=1e-5)
     for name, grad in chunked_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+        # float32 kernels sum in another order: an entry near 1% of its tensor's largest differs by
+        # ~5e-10 on some CPUs (AMD EPYC, AVX512), so the absolute slack is 1e-5 of the largest entry
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()))
 
 
 @pytest.mark.parametrize("item_repr", ["graph_feats", "feats"])
