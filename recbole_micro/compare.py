@@ -135,18 +135,19 @@ def run_comparison(models, dataset, seeds, out_dir, config_file_list=None, confi
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     pairs = [(model, seed) for seed in seeds for model in models]
-    finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    recorded = read_runs(out_dir)
+    finished = {(r["model"], r["seed"]) for r in recorded}
     for model, seed in pairs:
         if (model, seed) in finished:
             log(f"{model} seed {seed}: done before, skipped")
     if progress is None:
         progress = Progress(sum(pair not in finished for pair in pairs), log)
-    for r in read_runs(out_dir):  # how long each row's runs took, earlier sessions' included
+    for r in recorded:  # how long each row's runs took, earlier sessions' included
         if r["model"] in models and "seconds" in r:
             progress.add_timings(r["model"], [r["seconds"]])
 
     if diagnose:  # runs recorded but not diagnosed (their worker was killed while diagnosing), while checkpoints last
-        for r in read_runs(out_dir):
+        for r in recorded:
             diagnosed = (out_dir / "diagnostics" / f"{run_name(r['model'], r['seed'])}.json").is_file()
             kept = r.get("saved_model_file") and Path(r["saved_model_file"]).is_file()
             if (r["model"], r["seed"]) in pairs and kept and not diagnosed:
@@ -269,8 +270,7 @@ def run_shared(out_dir, jobs, done_now, run, log=print, progress=None, later=(),
         too_long = 0
         for name, job in left:
             row = row_of(job) if row_of else job
-            expected = progress.expected_seconds(row) if progress is not None else 0.0
-            if deadline is not None and time.time() + expected > deadline:
+            if deadline is not None and time.time() + (progress.expected_seconds(row) if progress else 0.0) > deadline:
                 too_long += 1
                 continue
             if not claims.take(name):

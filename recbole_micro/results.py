@@ -84,17 +84,20 @@ class Progress:
         self.log(f"[{self.done}/{self.total}] {label}: valid Recall@20 {valid:.4f}, test {test:.4f}; "
                  f"{_duration(elapsed)} elapsed, {self.time_left(elapsed)}")
 
+    def _means(self):
+        return {row: sum(s) / len(s) for row, s in self.timings.items() if s}
+
     def expected_seconds(self, row):
         """How long a run of ``row`` is expected to take: its row's mean; for a row not timed yet, the
         slowest row's mean (0 when nothing is timed)."""
-        means = {r: sum(s) / len(s) for r, s in self.timings.items() if s}
+        means = self._means()
         return means.get(row, max(means.values(), default=0.0))
 
     def time_left(self, elapsed):
         """``about 1h05m left``, from the rows' timings where they are known."""
         if self.left is None or not self.timings:
             return f"about {_duration(elapsed / self.done * (self.total - self.done))} left"
-        means = {row: sum(s) / len(s) for row, s in self.timings.items()}
+        means = self._means()
         overall = sum(sum(s) for s in self.timings.values()) / sum(len(s) for s in self.timings.values())
         untimed = sum(row not in means for row in self.left)
         left = sum(means.get(row, overall) for row in self.left)

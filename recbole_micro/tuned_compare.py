@@ -114,10 +114,7 @@ def choose(trials, bigger=True):
 
 
 def read_trials(out_dir):
-    path = Path(out_dir) / "tuning.jsonl"
-    if not path.is_file():
-        return []
-    return read_jsonl(path)
+    return read_jsonl(Path(out_dir) / "tuning.jsonl")
 
 
 def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
@@ -194,7 +191,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
     finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
     progress.total = progress.done + sum((row, seed) not in finished for row in rows for seed in seeds)
-    timed = {r["model"] for r in read_runs(out_dir)}
+    timed = {model for model, _ in finished}
     for model, row in zip(models, rows):  # chosen from a trial of an earlier version, with no run: the trial times it
         if row not in timed:
             progress.add_timings(row, [chosen[model]["seconds"]])
