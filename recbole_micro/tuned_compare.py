@@ -103,8 +103,19 @@ def point_key(point):
     return json.dumps(point, sort_keys=True)
 
 
+def in_grid_order(trials_by_point, grid):
+    """The trials of ``{point_key: trial}`` in ``grid``'s point order, not in the order they finished.
+
+    Workers finish in no fixed order, and validation scores are rounded (RecBole's
+    ``metric_decimal_place``), so ties happen: ordering by the grid makes :func:`choose` pick the
+    same point whichever worker finished first.
+    """
+    order = {point_key(p): i for i, p in enumerate(grid_points(grid))}
+    return [trials_by_point[k] for k in sorted(trials_by_point, key=order.__getitem__)]
+
+
 def choose(trials, bigger=True):
-    """The trial with the best validation score (ties: the first tried). Test metrics are never read."""
+    """The trial with the best validation score (ties: the first in the list). Test metrics are never read."""
     best = None
     for trial in trials:
         score = trial["best_valid_score"]
@@ -183,7 +194,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
             key = point_key(used(model, t["point"]))
             if t["model"] == model and key in in_grid and key not in mine:
                 mine[key] = dict(t, point=used(model, t["point"]))
-        mine = list(mine.values())
+        mine = in_grid_order(mine, grids[model])
         chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine), unused=unused[model])
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
     table = tuning_table(chosen, grids, tune_seed) + "\n"
