@@ -103,15 +103,17 @@ def point_key(point):
     return json.dumps(point, sort_keys=True)
 
 
-def in_grid_order(trials_by_point, grid):
-    """The trials of ``{point_key: trial}`` in ``grid``'s point order, not in the order they finished.
+def grid_trials(trials, grid):
+    """One trial per point of ``grid`` (the first tried of each), in the grid's order; other points are dropped.
 
     Workers finish in no fixed order, and validation scores are rounded (RecBole's
-    ``metric_decimal_place``), so ties happen: ordering by the grid makes :func:`choose` pick the
-    same point whichever worker finished first.
+    ``metric_decimal_place``), so ties happen: in the grid's order :func:`choose` picks the same
+    point whichever worker finished first.
     """
-    order = {point_key(p): i for i, p in enumerate(grid_points(grid))}
-    return [trials_by_point[k] for k in sorted(trials_by_point, key=order.__getitem__)]
+    first = {}
+    for trial in trials:
+        first.setdefault(point_key(trial["point"]), trial)
+    return [first[key] for key in map(point_key, grid_points(grid)) if key in first]
 
 
 def choose(trials, bigger=True):
@@ -188,13 +190,8 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     trials = read_trials(out_dir)
     chosen = {}
     for model in models:
-        in_grid = {point_key(p) for p in grid_points(grids[model])}
-        mine = {}  # one trial per distinct point: the first tried
-        for t in trials:
-            key = point_key(used(model, t["point"]))
-            if t["model"] == model and key in in_grid and key not in mine:
-                mine[key] = dict(t, point=used(model, t["point"]))
-        mine = in_grid_order(mine, grids[model])
+        tried = [dict(t, point=used(model, t["point"])) for t in trials if t["model"] == model]
+        mine = grid_trials(tried, grids[model])
         chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine), unused=unused[model])
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
     table = tuning_table(chosen, grids, tune_seed) + "\n"

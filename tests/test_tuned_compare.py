@@ -6,7 +6,7 @@ import pytest
 from recbole_micro.compare import read_runs
 from recbole_micro.errors import ModelSpecError
 from recbole_micro.results import Progress
-from recbole_micro.tuned_compare import (choose, grid_points, in_grid_order, parse_grid, point_key, read_hyper_grid,
+from recbole_micro.tuned_compare import (choose, grid_points, grid_trials, parse_grid, read_hyper_grid,
                                          run_tuned_comparison)
 
 from helpers import REPO, run_script
@@ -24,14 +24,16 @@ def test_the_choice_follows_validation_even_when_another_point_is_best_on_test()
 
 def test_a_tie_goes_to_the_first_grid_point_whichever_worker_finished_first():
     grid = {"learning_rate": [5e-4, 1e-3], "reg_weight": [1e-5, 1e-4, 1e-3]}
-    finished = [({"learning_rate": 5e-4, "reg_weight": 1e-3}, 0.1113),  # finished first, tied
-                ({"learning_rate": 1e-3, "reg_weight": 1e-5}, 0.1097),
-                ({"learning_rate": 5e-4, "reg_weight": 1e-4}, 0.1113)]  # earlier in the grid
-    trials = {point_key(p): {"point": p, "best_valid_score": s} for p, s in finished}
-    ordered = in_grid_order(trials, grid)
+    finished = [{"point": {"learning_rate": 5e-4, "reg_weight": 1e-3}, "best_valid_score": 0.1113},  # first, tied
+                {"point": {"learning_rate": 1e-3, "reg_weight": 1e-5}, "best_valid_score": 0.1097},
+                {"point": {"learning_rate": 5e-4, "reg_weight": 1e-4}, "best_valid_score": 0.1113},  # earlier in grid
+                {"point": {"learning_rate": 5e-4, "reg_weight": 1e-4}, "best_valid_score": 0.2},  # tried again: ignored
+                {"point": {"learning_rate": 5e-3, "reg_weight": 1e-4}, "best_valid_score": 0.3}]  # not in the grid
+    ordered = grid_trials(finished, grid)
     assert [t["point"]["reg_weight"] for t in ordered] == [1e-4, 1e-3, 1e-5]
+    assert [t["best_valid_score"] for t in ordered] == [0.1113, 0.1113, 0.1097]
     assert choose(ordered)["point"] == {"learning_rate": 5e-4, "reg_weight": 1e-4}
-    assert choose(in_grid_order(dict(reversed(list(trials.items()))), grid))["point"]["reg_weight"] == 1e-4
+    assert choose(grid_trials(finished[2::-1], grid))["point"]["reg_weight"] == 1e-4
 
 
 def test_grids_from_the_command_line_and_from_hyper_files():
