@@ -3,7 +3,9 @@
 :func:`run_tuned_comparison` first tunes each row of the comparison over a grid, one full run
 (to early stopping) per grid point with the first seed, and keeps the point with the best
 **validation** score; the test split is recorded but never looked at by the selection. Then
-each row runs at its chosen point on every seed through :func:`~recbole_micro.compare.run_comparison`.
+each row runs at its chosen point on every seed through :func:`~recbole_micro.compare.run_comparison`;
+a row whose every grid point is tried runs on the other seeds while other rows are still tuning
+(after their tuning runs in the queue), so no worker idles, or stops at a deadline, while one fits.
 The grid is each model's ``hyper/<Model>.hyper`` (its ``choice`` lines) or one shared grid for
 all rows (``--tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3"``).
 
@@ -160,16 +162,32 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     points = [(m, p) for m in models for p in grid_points(grids[m])]
     done = {(t["model"], point_key(used(t["model"], t["point"]))) for t in read_trials(out_dir)}
     todo = [(m, p) for m, p in points if (m, point_key(p)) not in done]
-    later = [m for m in models for _ in seeds[1:]]  # the comparison's runs (its first seed is tuning's), by row
-    progress = Progress(len(todo) + len(later), log)
-    for t in read_trials(out_dir):  # how long each row's runs took, earlier sessions' included
+
+    def choice(model, trials):
+        """The row's chosen trial over its grid points tried so far (None if none is)."""
+        mine = grid_trials([dict(t, point=used(model, t["point"])) for t in trials if t["model"] == model],
+                           grids[model])
+        return dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine),
+                    unused=unused[model]) if mine else None
+
+    # A row whose every grid point is tried has its choice settled: its runs on the other seeds are
+    # open now, after the tuning runs, so a worker with no tuning run free (or none that fits the
+    # deadline) runs one of them rather than wait.
+    trials = read_trials(out_dir)
+    settled = {m: c for m in models if (c := choice(m, trials)) and c["budget"] == len(grid_points(grids[m]))}
+    finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
+    early = [(m, _with_point(m, settled[m]["point"]), seed) for seed in seeds[1:] for m in models
+             if m in settled and (_with_point(m, settled[m]["point"]), seed) not in finished]
+    later = [m for m in models if m not in settled for _ in seeds[1:]]  # the comparison's runs, by row
+    progress = Progress(len(todo) + len(early) + len(later), log)
+    for t in trials:  # how long each row's runs took, earlier sessions' included
         progress.add_timings(t["model"], [t["seconds"]])
     log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
-        f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)")
+        f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)"
+        + (f"; {len(early)} of those runs, of the {len(settled)} rows tuned already, are open now" if early else ""))
 
-    def tune(job):
+    def tune(model, point):
         """One grid point, run and recorded as the comparison's run of that point with the first seed."""
-        model, point = job
         label = _with_point(model, point)
         row, result = run_one(out_dir, label, tune_seed, dataset, config_file_list, config_dict, log)
         trial = {"model": model, "point": point, "seed": tune_seed, "seconds": row["seconds"],
@@ -181,18 +199,24 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
             diagnose_recorded_run(out_dir, label, tune_seed, row, log)
         progress.finished(f"tuning {model} at {point}", result, row=model, seconds=row["seconds"])
 
-    def tuned_now():
-        trials = read_trials(out_dir)
-        return {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in trials}
+    def run(job):
+        if job[0] == "tune":
+            tune(*job[1:])
+        else:  # a settled row on another seed: the comparison's run, as run_comparison would make it
+            _, model, label, seed = job
+            row, result = run_one(out_dir, label, seed, dataset, config_file_list, config_dict, log, diagnose)
+            progress.finished(f"{label} seed {seed}", result, row=model, seconds=row["seconds"])
 
-    run_shared(out_dir, [(run_name(_with_point(m, p), tune_seed), (m, p)) for m, p in todo], tuned_now, tune, log,
-               progress, later, row_of=lambda job: job[0], deadline=deadline)
+    def done_now():  # a tuning run counts once its trial is kept; a run on another seed, once recorded
+        trials = read_trials(out_dir)
+        tuned = {run_name(_with_point(t["model"], used(t["model"], t["point"])), tune_seed) for t in trials}
+        return tuned | {run_name(r["model"], r["seed"]) for r in read_runs(out_dir) if r["seed"] != tune_seed}
+
+    jobs = ([(run_name(_with_point(m, p), tune_seed), ("tune", m, p)) for m, p in todo]
+            + [(run_name(label, seed), ("seed", m, label, seed)) for m, label, seed in early])
+    run_shared(out_dir, jobs, done_now, run, log, progress, later, row_of=lambda job: job[1], deadline=deadline)
     trials = read_trials(out_dir)
-    chosen = {}
-    for model in models:
-        tried = [dict(t, point=used(model, t["point"])) for t in trials if t["model"] == model]
-        mine = grid_trials(tried, grids[model])
-        chosen[model] = dict(choose(mine, bigger=mine[0]["valid_score_bigger"]), budget=len(mine), unused=unused[model])
+    chosen = {model: choice(model, trials) for model in models}
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
     table = tuning_table(chosen, grids, tune_seed) + "\n"
     write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(table))

@@ -189,3 +189,38 @@ def test_trials_of_a_row_no_longer_compared_are_kept_and_ignored(tiny):
     rows, chosen = run_tuned_comparison(["BPR"], "tiny", [1], out, grid=parse_grid("learning_rate=1e-3"),
                                         config_dict=tiny.config_dict(epochs=1), log=lambda *_: None)
     assert list(chosen) == ["BPR"] and json.loads((out / "tuning.jsonl").read_text().splitlines()[0]) == other
+
+
+def test_a_row_already_tuned_runs_its_other_seeds_while_a_long_row_is_still_tuning(tiny, monkeypatch):
+    """With a deadline no tuning run of the long row fits: the tuned row's seed-2 run fills the time."""
+    import time
+
+    import recbole_micro.quick_start as quick_start
+    from recbole_micro.errors import RunsStopped
+
+    out, grid, settings = tiny.root / "fair", parse_grid("learning_rate=1e-3,5e-2"), tiny.config_dict(epochs=1)
+    _, chosen = run_tuned_comparison(["BPR"], "tiny", [1], out, grid=grid, config_dict=settings, log=lambda *_: None)
+    slow = {"model": "VBPR", "point": {"learning_rate": 0.001}, "seed": 1, "seconds": 1e6, "best_valid_score": 0.1,
+            "valid_score_bigger": True}  # one point tried, and it took 11 days: its other point cannot fit
+    with open(out / "tuning.jsonl", "a") as f:
+        f.write(json.dumps(slow) + "\n")
+    ran, run = [], quick_start.run_recbole_micro
+    monkeypatch.setattr(quick_start, "run_recbole_micro",
+                        lambda **kw: ran.append((kw["model"], kw["config_dict"]["learning_rate"],
+                                                 kw["config_dict"]["seed"])) or run(**kw))
+    lines = []
+    with pytest.raises(RunsStopped, match="1 of the 1 runs left wait"):
+        run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out, grid=grid, config_dict=settings,
+                             log=lines.append, deadline=time.time() + 3600)
+    assert ran == [("BPR", chosen["BPR"]["point"]["learning_rate"], 2)]
+    assert any(line.endswith("1 of those runs, of the 1 rows tuned already, are open now") for line in lines)
+    bpr = f"BPR:learning_rate={chosen['BPR']['point']['learning_rate']}"
+    assert (bpr, 2) in {(r["model"], r["seed"]) for r in read_runs(out)}
+    assert not (out / "chosen.json").exists() or "VBPR" not in (out / "chosen.json").read_text()
+
+    ran.clear()  # without the deadline: VBPR's last point, then its seed-2 run; BPR's seed-2 run is not repeated
+    rows, chosen = run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out, grid=grid, config_dict=settings,
+                                        log=lambda *_: None)
+    assert ran == [("VBPR", 0.05, 1), ("VBPR", chosen["VBPR"]["point"]["learning_rate"], 2)]
+    assert sorted((r["model"].split(":")[0], r["seed"]) for r in rows) == [("BPR", 1), ("BPR", 2), ("VBPR", 1),
+                                                                           ("VBPR", 2)]
