@@ -182,6 +182,10 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     progress = Progress(len(todo) + len(early) + len(later), log)
     for t in trials:  # how long each row's runs took, earlier sessions' included
         progress.add_timings(t["model"], [t["seconds"]])
+    for m, c in settled.items():  # a settled row's runs are timed at its chosen point's, not its grid's mean
+        label = _with_point(m, c["point"])
+        progress.add_timings(label, [r["seconds"] for r in read_runs(out_dir) if r["model"] == label and "seconds" in r]
+                             or [c["seconds"]])
     log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
         f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)"
         + (f"; {len(early)} of those runs, of the {len(settled)} rows tuned already, are open now" if early else ""))
@@ -203,9 +207,9 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         if job[0] == "tune":
             tune(*job[1:])
         else:  # a settled row on another seed: the comparison's run, as run_comparison would make it
-            _, model, label, seed = job
+            _, _, label, seed = job
             row, result = run_one(out_dir, label, seed, dataset, config_file_list, config_dict, log, diagnose)
-            progress.finished(f"{label} seed {seed}", result, row=model, seconds=row["seconds"])
+            progress.finished(f"{label} seed {seed}", result, row=label, seconds=row["seconds"])
 
     def done_now():  # a tuning run counts once its trial is kept; a run on another seed, once recorded
         trials = read_trials(out_dir)
@@ -213,8 +217,10 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         return tuned | {run_name(r["model"], r["seed"]) for r in read_runs(out_dir) if r["seed"] != tune_seed}
 
     jobs = ([(run_name(_with_point(m, p), tune_seed), ("tune", m, p)) for m, p in todo]
-            + [(run_name(label, seed), ("seed", m, label, seed)) for m, label, seed in early])
+            + [(run_name(label, seed), ("seed", label, label, seed)) for m, label, seed in early])
     run_shared(out_dir, jobs, done_now, run, log, progress, later, row_of=lambda job: job[1], deadline=deadline)
+    for m, c in settled.items():  # run_comparison below times the chosen points again, from runs.jsonl
+        progress.timings.pop(_with_point(m, c["point"]), None)
     trials = read_trials(out_dir)
     chosen = {model: choice(model, trials) for model in models}
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))

@@ -208,13 +208,22 @@ def test_a_row_already_tuned_runs_its_other_seeds_while_a_long_row_is_still_tuni
     monkeypatch.setattr(quick_start, "run_recbole_micro",
                         lambda **kw: ran.append((kw["model"], kw["config_dict"]["learning_rate"],
                                                  kw["config_dict"]["seed"])) or run(**kw))
+    runs_file = out / "runs.jsonl"
+    recorded = runs_file.read_text()
+    bpr = f"BPR:learning_rate={chosen['BPR']['point']['learning_rate']}"
+    slowed = [dict(r, seconds=1e6) if r["model"] == bpr else r for r in map(json.loads, recorded.splitlines())]
+    runs_file.write_text("".join(json.dumps(r) + "\n" for r in slowed))  # the chosen point, not the grid's mean, times it
+    with pytest.raises(RunsStopped, match="2 of the 2 runs left wait"):
+        run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out, grid=grid, config_dict=settings,
+                             log=lambda *_: None, deadline=time.time() + 3600)
+    assert ran == []
+    runs_file.write_text(recorded)
     lines = []
     with pytest.raises(RunsStopped, match="1 of the 1 runs left wait"):
         run_tuned_comparison(["BPR", "VBPR"], "tiny", [1, 2], out, grid=grid, config_dict=settings,
                              log=lines.append, deadline=time.time() + 3600)
     assert ran == [("BPR", chosen["BPR"]["point"]["learning_rate"], 2)]
     assert any(line.endswith("1 of those runs, of the 1 rows tuned already, are open now") for line in lines)
-    bpr = f"BPR:learning_rate={chosen['BPR']['point']['learning_rate']}"
     assert (bpr, 2) in {(r["model"], r["seed"]) for r in read_runs(out)}
     assert not (out / "chosen.json").exists() or "VBPR" not in (out / "chosen.json").read_text()
 
