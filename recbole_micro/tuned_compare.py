@@ -173,19 +173,19 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     # A row whose every grid point is tried has its choice settled: its runs on the other seeds are
     # open now, after the tuning runs, so a worker with no tuning run free (or none that fits the
     # deadline) runs one of them rather than wait.
-    trials = read_trials(out_dir)
+    trials, recorded = read_trials(out_dir), read_runs(out_dir)
     settled = {m: c for m in models if (c := choice(m, trials)) and c["budget"] == len(grid_points(grids[m]))}
-    finished = {(r["model"], r["seed"]) for r in read_runs(out_dir)}
-    early = [(m, _with_point(m, settled[m]["point"]), seed) for seed in seeds[1:] for m in models
-             if m in settled and (_with_point(m, settled[m]["point"]), seed) not in finished]
+    labels = {m: _with_point(m, c["point"]) for m, c in settled.items()}  # the settled rows' comparison rows
+    finished = {(r["model"], r["seed"]) for r in recorded}
+    early = [(labels[m], seed) for seed in seeds[1:] for m in models
+             if m in labels and (labels[m], seed) not in finished]
     later = [m for m in models if m not in settled for _ in seeds[1:]]  # the comparison's runs, by row
     progress = Progress(len(todo) + len(early) + len(later), log)
     for t in trials:  # how long each row's runs took, earlier sessions' included
         progress.add_timings(t["model"], [t["seconds"]])
-    for m, c in settled.items():  # a settled row's runs are timed at its chosen point's, not its grid's mean
-        label = _with_point(m, c["point"])
-        progress.add_timings(label, [r["seconds"] for r in read_runs(out_dir) if r["model"] == label and "seconds" in r]
-                             or [c["seconds"]])
+    for m, label in labels.items():  # a settled row's runs are timed at its chosen point's, not its grid's mean
+        progress.add_timings(label, [r["seconds"] for r in recorded if r["model"] == label and "seconds" in r]
+                             or [settled[m]["seconds"]])
     log(f"Tuning {len(models)} rows on validation (seed {tune_seed}): {len(todo)} runs to go; "
         f"then {len(models)} rows x {len(seeds)} seeds (the first from tuning)"
         + (f"; {len(early)} of those runs, of the {len(settled)} rows tuned already, are open now" if early else ""))
@@ -207,7 +207,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         if job[0] == "tune":
             tune(*job[1:])
         else:  # a settled row on another seed: the comparison's run, as run_comparison would make it
-            _, _, label, seed = job
+            _, label, seed = job
             row, result = run_one(out_dir, label, seed, dataset, config_file_list, config_dict, log, diagnose)
             progress.finished(f"{label} seed {seed}", result, row=label, seconds=row["seconds"])
 
@@ -217,10 +217,11 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
         return tuned | {run_name(r["model"], r["seed"]) for r in read_runs(out_dir) if r["seed"] != tune_seed}
 
     jobs = ([(run_name(_with_point(m, p), tune_seed), ("tune", m, p)) for m, p in todo]
-            + [(run_name(label, seed), ("seed", label, label, seed)) for m, label, seed in early])
+            + [(run_name(label, seed), ("seed", label, seed)) for label, seed in early])
+    # a job's row (job[1]): its model while tuning, its chosen point's row on another seed
     run_shared(out_dir, jobs, done_now, run, log, progress, later, row_of=lambda job: job[1], deadline=deadline)
-    for m, c in settled.items():  # run_comparison below times the chosen points again, from runs.jsonl
-        progress.timings.pop(_with_point(m, c["point"]), None)
+    for label in labels.values():  # run_comparison below times the chosen points again, from runs.jsonl
+        progress.timings.pop(label, None)
     trials = read_trials(out_dir)
     chosen = {model: choice(model, trials) for model in models}
     write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
