@@ -546,6 +546,24 @@ def model_colors(n):
     return [colormaps["hsv"](k / n) for k in range(n)]
 
 
+def metric_title(metric):
+    """'recall@20' -> 'Recall@20', as the table's header writes it."""
+    return metric.replace("recall", "Recall").replace("ndcg", "NDCG").replace("precision", "Precision")
+
+
+def difference_title(metric, reference, width=34):
+    """The paired-difference panel's title, the reference's label wrapped after its commas to
+    ``width`` characters a line, so that a long label (``MICRO:cl_anchors=batch,learning_rate=...``)
+    stays above its own panel instead of running over the next one."""
+    lines, line = [f"{metric_title(metric)} per seed, minus"], ""
+    for part in re.split(r"(?<=,)", reference):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join(lines + [line])
+
+
 def _dot_panel(ax, y, names, values, colors, title):
     """Row k at height y[k]: its values as dots and their mean as a black tick (rows without values skipped)."""
     for k, model in zip(y, names):
@@ -581,14 +599,13 @@ def plot_comparison(rows, models, path, metrics=TABLE_METRICS, split="test", ref
     for ax, metric in zip(axes, metrics):
         values = {model: [float(runs[(model, s)][f"{split}_{metric}"]) for s in seeds if (model, s) in runs]
                   for model in names}
-        _dot_panel(ax, y, names, values, colors, metric.replace("recall", "Recall").replace("ndcg", "NDCG")
-                   .replace("precision", "Precision"))
+        _dot_panel(ax, y, names, values, colors, metric_title(metric))
     if paired:
         metric = metrics[0]
         diffs = {model: [float(runs[(model, s)][f"{split}_{metric}"]) - float(runs[(reference, s)][f"{split}_{metric}"])
                          for s in seeds if (model, s) in runs and (reference, s) in runs]
                  for model in names if model != reference}
-        _dot_panel(axes[-1], y, names, diffs, colors, f"{metric} − {reference}, per seed")
+        _dot_panel(axes[-1], y, names, diffs, colors, difference_title(metric, reference))
         axes[-1].axvline(0, color="grey", lw=0.8)
     axes[0].set_yticks(y, names, fontsize=7)
     fig.suptitle(f"{split}: each seed a dot, the mean a black tick ({len(seeds)} seed{'s' * (len(seeds) > 1)})",

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from recbole_micro.compare import comparison_table, model_colors, parse_model_spec, plot_comparison, read_runs, seed_table
+from recbole_micro.compare import (comparison_table, difference_title, model_colors, parse_model_spec, plot_comparison,
+                                   read_runs, seed_table)
 from helpers import run_script
 
 
@@ -60,6 +61,16 @@ def test_plot_writes_a_png(tmp_path):
     rows = result_rows({"BPR": [(0.1, 0.01, 0.05)], "MICRO": [(0.2, 0.02, 0.1)]})
     path = plot_comparison(rows, ["BPR", "MICRO"], tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_the_difference_panel_title_wraps_a_long_reference_at_its_commas():
+    # unwrapped, Table 4's reference label ran over the NDCG panel's title beside it
+    title = difference_title("recall@20", "MICRO:cl_anchors=batch,learning_rate=0.0005,reg_weight=0.001", width=34)
+    assert title.splitlines() == ["Recall@20 per seed, minus", "MICRO:cl_anchors=batch,", "learning_rate=0.0005,",
+                                  "reg_weight=0.001"]
+    assert difference_title("recall@20", "MICRO").splitlines() == ["Recall@20 per seed, minus", "MICRO"]
+    # a part longer than the width stays whole, on a line of its own
+    assert difference_title("ndcg@20", "M:a=1,b=" + "9" * 40, width=10).splitlines()[1:] == ["M:a=1,", "b=" + "9" * 40]
 
 
 @pytest.mark.parametrize("n", [2, 10, 12, 20, 25])
