@@ -460,8 +460,7 @@ def comparison_table(rows, models, proposed=DEFAULT_PROPOSED, metrics=TABLE_METR
     seeds = {model: cells[metrics[0]][2] for model, cells in stats.items()}
     uneven = len(set(seeds.values())) > 1
     ranked = {m: sorted({round(s[m][0], 4) for s in stats.values()}, reverse=True) for m in metrics}
-    header = "| Model | " + " | ".join(m.replace("recall", "Recall").replace("precision", "Precision")
-                                      .replace("ndcg", "NDCG") for m in metrics) + " |"
+    header = "| Model | " + " | ".join(metric_title(m) for m in metrics) + " |"
     lines = [header, "|---|" + "---:|" * len(metrics)]
     for model, cells in stats.items():
         out = []
@@ -547,7 +546,7 @@ def model_colors(n):
 
 
 def metric_title(metric):
-    """'recall@20' -> 'Recall@20', as the table's header writes it."""
+    """'recall@20' -> 'Recall@20': the name in the table's header and the chart's panels."""
     return metric.replace("recall", "Recall").replace("ndcg", "NDCG").replace("precision", "Precision")
 
 
