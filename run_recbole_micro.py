@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from recbole_micro.compare import DEFAULT_PROPOSED
+from recbole_micro.experiments.tables import DEFAULT_PROPOSED
 
 DEFAULT_MODEL = "MICRO"
 DEFAULT_DATASET = "ml-100k"
@@ -70,14 +70,14 @@ def build_parser():
                               "(default: each model's hyper/<Model>.hyper)")
     compare.add_argument("--diagnose", action="store_true",
                          help="after each MICRO and LATTICE run, keep its graph quality, modality weights and losses "
-                              "in <out>/diagnostics/ (recbole_micro.diagnostics)")
+                              "in <out>/diagnostics/ (recbole_micro.experiments.diagnostics)")
     compare.add_argument("--deadline", default=None, metavar="HH:MM|+2h30m",
                          help="start only runs expected to end by then (each at its row's mean time so far), then "
                               "stop (exit 3); the same command later goes on")
     compare.add_argument("--out", default=None, help="output folder (default: compare/<dataset>, tune/<model>-<dataset>); "
                          "with --recommend, the .csv or .parquet file")
     tune = parser.add_argument_group("tune mode (RecBole's HyperTuning; see README, 'Compare and tune')")
-    tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file (see hyper/)")
+    tune.add_argument("--tune", metavar="PARAMS_FILE", help="tune --model over this params file: a path, or a shipped one by name (e.g. MICRO, sensitivity/MICRO-knn_k; see hyper/)")
     tune.add_argument("--algo", default="exhaustive", choices=["exhaustive", "random", "bayes"])
     tune.add_argument("--max_evals", type=int, default=50, help="points to try with random / bayes")
     tune.add_argument("--early_stop", type=int, default=None, help="stop after this many points without progress")
@@ -138,7 +138,7 @@ def main(argv=None):
 
 def recommend(args):
     from recbole_micro.errors import RecBoleMicroError
-    from recbole_micro.serve import Recommender
+    from recbole_micro.serve.recommend import Recommender
 
     if not args.out:
         raise RecBoleMicroError("--recommend needs --out recs.csv (or .parquet): where the recommendations go.")
@@ -165,7 +165,7 @@ def recommend(args):
 
 def export(args):
     from recbole_micro.errors import RecBoleMicroError
-    from recbole_micro.serve import export_embeddings
+    from recbole_micro.serve.export import export_embeddings
 
     if not args.out:
         raise RecBoleMicroError("--export-embeddings needs --out DIR: the folder the embeddings go to.")
@@ -177,10 +177,10 @@ def export(args):
 
 
 def compare(args, config_files):
-    from recbole_micro.compare import parse_deadline, parse_model_spec, run_comparison
     from recbole_micro.config import Config
     from recbole_micro.errors import ModelSpecError
-    from recbole_micro.tuned_compare import parse_grid, run_tuned_comparison
+    from recbole_micro.experiments.compare import parse_deadline, parse_model_spec, run_comparison
+    from recbole_micro.experiments.tuned_compare import parse_grid, run_tuned_comparison
 
     configs = []
     for spec in args.compare:  # an unknown name or a bad setting fails now, not after hours of other runs
@@ -193,7 +193,7 @@ def compare(args, config_files):
     if args.tune_each:
         grid = parse_grid(args.tune_grid) if args.tune_grid else None  # every row's grid is checked before any run
         run_tuned_comparison(args.compare, args.dataset, args.seeds, out, grid=grid,
-                             hyper_dir=Path(__file__).resolve().parent / "hyper", config_file_list=config_files,
+                             config_file_list=config_files,
                              config_dict=settings, proposed=args.proposed, diagnose=args.diagnose, deadline=deadline)
     elif args.tune_grid:
         raise ModelSpecError("--tune-grid is the grid of --tune-each: add --tune-each.")
@@ -207,11 +207,13 @@ def compare(args, config_files):
 
 def tune(args, config_files):
     from recbole_micro.config import Config
-    from recbole_micro.tune import run_tuning
+    from recbole_micro.experiments.tune import run_tuning
+    from recbole_micro.registry import find_params_file
 
+    params_file = find_params_file(args.tune)  # a path, or a shipped file's name: an unknown one fails first
     Config(model=args.model, dataset=args.dataset, config_file_list=config_files)  # the fixed settings, checked now
     out = args.out or f"tune/{args.model}-{args.dataset}"
-    tuner = run_tuning(args.tune, args.model, args.dataset, out, algo=args.algo, max_evals=args.max_evals,
+    tuner = run_tuning(params_file, args.model, args.dataset, out, algo=args.algo, max_evals=args.max_evals,
                        early_stop=args.early_stop, config_file_list=config_files)
     print(f"best valid score {tuner.best_score:.4f} at {tuner.best_params}")
     print(f"best settings in {out}/best.yaml: reuse them with --config_files={out}/best.yaml")

@@ -1,12 +1,14 @@
 """Packaging for recbole-micro.
 
-The YAML defaults live in the top-level ``properties/`` folder (RecBole's layout). They are
-shipped inside the package as ``recbole_micro/properties`` so that a non-editable
-``pip install .`` finds them too; ``recbole_micro.utils.properties_dir`` looks in both places.
+The YAML defaults live in the top-level ``properties/`` folder (RecBole's layout) and the tuning
+params files in ``hyper/``. Both are shipped inside the package (``recbole_micro/properties``,
+``recbole_micro/hyper``) so that a non-editable ``pip install .`` finds them too;
+``recbole_micro.registry`` looks in both places. The importers (``dataset_prep``) are a package of
+their own, so ``python -m dataset_prep.import_mmrec`` works after any install.
 """
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -24,15 +26,13 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=[
-        "recbole_micro",
-        "recbole_micro.data",
-        "recbole_micro.model",
-        "recbole_micro.model.general_recommender",
-        "recbole_micro.properties",
-    ],
-    package_dir={"recbole_micro.properties": "properties"},
-    package_data={"recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "profiles/*.yaml"]},
+    packages=find_packages(include=["recbole_micro", "recbole_micro.*", "dataset_prep"])
+    + ["recbole_micro.properties", "recbole_micro.hyper"],
+    package_dir={"recbole_micro.properties": "properties", "recbole_micro.hyper": "hyper"},
+    package_data={
+        "recbole_micro.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "profiles/*.yaml"],
+        "recbole_micro.hyper": ["*.hyper", "sensitivity/*.hyper"],
+    },
     install_requires=read_requirements("requirements.txt"),
     extras_require={"test": read_requirements("requirements-dev.txt"), "faiss": ["faiss-cpu>=1.7.4,<1.9"]},
     py_modules=[],

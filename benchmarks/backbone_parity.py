@@ -1,4 +1,4 @@
-"""Issue 18's foundation check at scale: our CF backbone (LATTICE with use_item_graph False)
+"""The foundation check at scale: our CF backbone (LATTICE with use_item_graph False)
 against RecBole's LightGCN on the same split, seed and initial embeddings.
 
 Three rows train for ``--epochs`` epochs each and record the validation Recall@20 after every
@@ -19,7 +19,7 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_micro.config import Config
-from recbole_micro.utils import create_dataset, get_model, get_trainer, init_seed
+from recbole_micro.registry import create_dataset, get_model, get_trainer, init_seed
 
 ROWS = {  # name -> (model, settings)
     "LightGCN (RecBole, require_pow False)": ("LightGCN", {"require_pow": False}),

@@ -1,4 +1,4 @@
-"""Cold start (issue 19): new items attached after training (inductive) against the same items in
+"""Cold start: new items attached after training (inductive) against the same items in
 the graphs during training (transductive, the TKDE paper's Sec. 4.2.2 protocol) and a content-only
 baseline.
 
@@ -147,11 +147,11 @@ def main():
         rows = [json.loads(line) for line in (Path(args.out) / "runs.jsonl").read_text().splitlines()]
         return write_table(Path(args.out), rows)
 
-    from recbole_micro.quick_start import run_recbole_micro
-    from recbole_micro.serve import Recommender
-    from recbole_micro.compare import parse_model_spec
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.experiments.compare import parse_model_spec
+    from recbole_micro.quick_start import run_recbole_micro
+    from recbole_micro.registry import create_dataset
+    from recbole_micro.serve.recommend import Recommender
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

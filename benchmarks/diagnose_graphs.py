@@ -1,5 +1,5 @@
-"""Why MICRO / LATTICE do or do not beat LightGCN on a dataset (issue 18): the measures of
-:mod:`recbole_micro.diagnostics` on a dataset's raw graphs, a trained checkpoint (``--checkpoint``)
+"""Why MICRO / LATTICE do or do not beat LightGCN on a dataset: the measures of
+:mod:`recbole_micro.experiments.diagnostics` on a dataset's raw graphs, a trained checkpoint (``--checkpoint``)
 and a run's log (``--log``). Writes one JSON file.
 
 Example (Scientific, graphs only: about 1 min on the project's 2-core CPU):
@@ -16,8 +16,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recbole_micro.diagnostics import (graph_pairs, losses_from_log, quality, shared_user_rate,  # noqa: E402,F401
-                                       trained_model_diagnostics, training_item_users)
+from recbole_micro.experiments.diagnostics import (
+    losses_from_log,
+    quality,
+    trained_model_diagnostics,
+    training_item_users,
+)
 
 
 def main():
@@ -34,7 +38,7 @@ def main():
     from recbole_micro.config import Config
     from recbole_micro.model.layers import knn_graph
     from recbole_micro.quick_start import load_data_and_model
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset
 
     rng = np.random.default_rng(args.seed)
     if args.checkpoint:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from recbole_micro.errors import RecBoleMicroError
 from recbole_micro.quick_start import load_data_and_model
-from recbole_micro.utils import get_trainer
+from recbole_micro.registry import get_trainer
 
 
 def evaluate_checkpoint(model_file, trust_checkpoint=False):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check for a machine with one CUDA GPU lent for minutes: finishes in under 8 minutes
+# One-shot GPU check for a machine with one CUDA GPU available for minutes: finishes in under 8 minutes
 # and writes everything it measures under $OUT (default ./gpu-check):
 #   env.txt      GPU, driver, torch and CUDA versions, and which contrastive-loss kernel CUDA gets
 #   pytest.log   the device-sensitive tests on cuda (kNN graph, propagation, fused and chunked

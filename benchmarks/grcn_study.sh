@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Why GRCN peaks early and low (issue 18, item 5): learning rate, patience, routing and pruning,
+# Why GRCN peaks early and low: learning rate, patience, routing and pruning,
 # one factor at a time, on Amazon Scientific, seed 2020. Rows:
 #   GRCN                         ours as shipped: lr 1e-3, patience 10, num_routing 3, soft pruning
 #   lr 1e-4, patience 20         the authors' learning rate and patience

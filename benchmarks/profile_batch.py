@@ -53,11 +53,10 @@ def main(argv=None):
     import torch
     import yaml
     from recbole.data import data_preparation
-    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
     from recbole_micro.data.prepared import ensure_dataset_prepared
-    from recbole_micro.utils import create_dataset, get_model, get_trainer
+    from recbole_micro.registry import create_dataset, get_model, get_trainer, init_seed
 
     settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = Config(model=args.model, dataset=args.dataset, config_file_list=args.config_files or None,

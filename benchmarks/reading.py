@@ -1,4 +1,4 @@
-"""What a finished comparison's runs say about why the rows rank as they do (issue 18, item 5).
+"""What a finished comparison's runs say about why the rows rank as they do.
 
 Reads a comparison folder (``runs.jsonl``, ``logs/``, and ``diagnostics/`` from ``--diagnose``)
 and writes ``reading.md`` there, for the rows given (default: every row of ``table.md``'s runs):
@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recbole_micro.compare import read_runs, run_name  # noqa: E402
-from recbole_micro.diagnostics import losses_from_log  # noqa: E402
+from recbole_micro.experiments.diagnostics import losses_from_log
+from recbole_micro.experiments.records import read_runs, run_name
 
 
 def early_stopping(runs, folder):

@@ -177,12 +177,10 @@ def write_random_dataset(work, name="tiny", n_users=120, n_items=200, per_user=1
 # ----- one measurement per process -----
 def measure_model(scale, model_key, data_path, batches, config_files):
     import torch
-
     from recbole.data import data_preparation
-    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset, get_model, get_trainer
+    from recbole_micro.registry import create_dataset, get_model, get_trainer, init_seed
 
     model_name, overrides = MODELS[model_key]
     config = Config(model=model_name, dataset=scale, config_file_list=config_files or None,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Table 4 on Amazon Industrial & Scientific, fairly tuned (issue 18): every row tuned on
+# Table 4 on Amazon Industrial & Scientific, fairly tuned: every row tuned on
 # validation over learning_rate {5e-4, 1e-3, 5e-3} x reg_weight {1e-5, 1e-4, 1e-3} (seed 2020,
 # one full run per point), then its chosen point on seeds 2020, 2021, 2022. Resumable: a re-run
 # skips every finished run (tuning.jsonl, runs.jsonl) and resumes an interrupted comparison run
@@ -9,7 +9,7 @@
 #
 # Needs dataset/scientific (python -m dataset_prep.scientific, 2.5 min). On the project's 2-core
 # CPU this is many hours (about 130 full runs; MICRO with the exact L_C is ~48 s an epoch on one
-# thread here): start it in the background and let it resume across sessions. Started twice, the
+# thread here): start it in the background and let it resume after any stop. Started twice, the
 # two workers share the runs (claims in the results folder), one core each:
 #   for w in 1 2; do OMP_NUM_THREADS=1 nohup benchmarks/scientific_table4.sh >> benchmarks/results/scientific/progress-$w.log 2>&1 & done
 # DEADLINE=HH:MM (before the machine goes) starts only runs expected to end by then (each at its
@@ -17,7 +17,7 @@
 # (the resume states) does not outlive it.
 # Each tuning run is also its row's seed-2020 run, and the ablation table adopts the full MICRO
 # row's runs from the main table, so neither runs twice. Every MICRO and LATTICE run is diagnosed
-# as it ends (graph quality, attention, L_C and L_S: <out>/diagnostics/), for issue 18's item 5.
+# as it ends (graph quality, attention, L_C and L_S: <out>/diagnostics/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -36,7 +36,7 @@ import json, sys
 chosen = json.load(open('$OUT/chosen.json'))['MICRO']['point']
 print(','.join(f'{k}={v}' for k, v in chosen.items()))")
 "$PY" -c "
-from recbole_micro.compare import adopt_runs
+from recbole_micro.experiments.records import adopt_runs
 adopt_runs('$OUT', '$OUT-ablations', ['MICRO:$POINT'])"
 "$PY" run_recbole_micro.py -d scientific --show_progress=False --seeds 2020 2021 2022 --proposed MICRO \
     --out "$OUT-ablations" --diagnose ${DEADLINE:+--deadline "$DEADLINE"} --compare "MICRO:$POINT" \

@@ -18,8 +18,9 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
 from recbole_micro.errors import SettingsError
+from recbole_micro.registry import get_model, properties_dir
 from recbole_micro.settings import check_settings, read_settings, unknown_settings, yaml_keys
-from recbole_micro.utils import get_model, properties_dir
+from recbole_micro.trainer.checkpoints import from_plain
 
 _WARNED = set()  # unknown setting names already reported in this process
 
@@ -196,3 +197,32 @@ class Config(RecBoleConfig):
         if rank != 0:  # only the first process logs and shows progress
             settings.update(state="error", show_progress=False, verbose=False)
         return None
+
+
+def config_from_snapshot(snapshot):
+    """A :class:`~recbole_micro.config.Config` with exactly the snapshot's settings, on this machine's device.
+
+    The YAML files are not read again: a default changed since training does not change the run.
+    """
+    config = Config.__new__(Config)
+    config.compatibility_settings()  # the numpy aliases RecBole 1.2.1's metrics use
+    config.yaml_loader = config._build_yaml_loader()
+    config.model, config.dataset = snapshot["model"], snapshot["dataset"]
+    config.model_class = get_model(config.model)
+    config.parameters = from_plain(snapshot["parameters"])
+    config.file_config_dict = config.variable_config_dict = config.cmd_config_dict = {}
+    config.external_config_dict, config.internal_config_dict = {}, {}
+    config.final_config_dict = from_plain(snapshot["settings"])
+    config.final_config_dict.update(single_spec=True, local_rank=0)  # loading is one process
+    use_cuda = torch.cuda.is_available() and str(config.final_config_dict.get("gpu_id", "")) != ""
+    config.final_config_dict["device"] = torch.device("cuda" if use_cuda else "cpu")
+    return config
+
+
+def config_of_checkpoint(saved):
+    """The Config of a loaded checkpoint's ``config``: rebuilt from our plain snapshot, or RecBole's pickled one."""
+    config = config_from_snapshot(saved) if isinstance(saved, dict) else saved
+    # A Config that was not built by __init__ (rebuilt or unpickled) lacks the numpy aliases
+    # (np.float, ...) that RecBole 1.2.1's metrics still use: without this, evaluating fails.
+    config.compatibility_settings()
+    return config

@@ -47,3 +47,11 @@ class NewItemsError(RecBoleMicroError, ValueError):
 
 class RunsStopped(RecBoleMicroError):
     """A comparison stopped before its next run because its ``STOP`` file asks it to (not a failure)."""
+
+
+class ServeError(RecBoleMicroError, ValueError):
+    """A recommendation request names an unknown user, a bad file type or a bad setting."""
+
+
+class ParamsFileError(RecBoleMicroError, FileNotFoundError):
+    """A tuning params file is neither an existing path nor the name of a shipped one (``hyper/``)."""

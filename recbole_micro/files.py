@@ -73,3 +73,8 @@ def save_features(feature_file, token_file, tokens, matrix, record):
         build_record_path(feature_file),
         lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8"),
     )
+
+
+def is_writer(config):
+    """Whether this process writes files: the only one, or the first of a multi-process run."""
+    return config["single_spec"] or config["local_rank"] == 0

@@ -10,14 +10,27 @@ from logging import getLogger
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, set_color
 
-from recbole_micro.config import Config
+from recbole_micro.config import Config, config_of_checkpoint
 from recbole_micro.data.prepared import ensure_dataset_prepared
-from recbole_micro.distributed import is_distributed, is_writer, weights_digest, writer_first
 from recbole_micro.errors import DistributedError, RecBoleMicroError
-from recbole_micro.results import metric_columns
-from recbole_micro.checkpoints import load_checkpoint
-from recbole_micro.trainer import restore_model
-from recbole_micro.utils import create_dataset, get_model, get_trainer, init_seed
+from recbole_micro.files import is_writer
+from recbole_micro.registry import create_dataset, get_model, get_trainer, init_seed
+from recbole_micro.trainer.checkpoints import load_checkpoint
+from recbole_micro.trainer.distributed import is_distributed, weights_digest, writer_first
+from recbole_micro.trainer.trainer import restore_model
+
+
+def metric_columns(result):
+    """A finished run's metrics as flat columns: ``valid_<metric>`` and ``test_<metric>``.
+
+    Args:
+        result (dict): what :func:`~recbole_micro.quick_start.run_recbole_micro` or
+            ``objective_function`` returns (``best_valid_result``, ``test_result``; either may be None).
+    """
+    return {
+        **{f"valid_{k}": v for k, v in (result["best_valid_result"] or {}).items()},
+        **{f"test_{k}": v for k, v in (result["test_result"] or {}).items()},
+    }
 
 
 def init_run_logger(config):
@@ -74,7 +87,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
         config_dict (dict): settings that override the files.
         saved (bool): save the best model and reload it for the test evaluation.
         resume (str): the checkpoint (or ``.resume.pth`` file) of an interrupted run with the same
-            settings: continue it after its last evaluated epoch (see :mod:`recbole_micro.trainer`).
+            settings: continue it after its last evaluated epoch (see :mod:`recbole_micro.trainer.trainer`).
         started (callable): called with the run's checkpoint path once it is known, before training.
         trust_checkpoint (bool): also read a pickled (RecBole-format) best-model checkpoint when
             resuming a run that an older version started; pickles can run code.
@@ -82,7 +95,7 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result``, ``saved_model_file`` (None when ``saved`` is False), ``config`` and
-        ``seconds_before_resume`` (the training time of the interrupted sessions a resumed run continues).
+        ``seconds_before_resume`` (the training time of the interrupted starts a resumed run continues).
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     ensure_dataset_prepared(config)  # before any logging: a missing dataset is one clear message
@@ -129,7 +142,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     Several machines: start the same command on each, with the first machine's ``ip`` and a free
     ``port``, the same ``world_size``, and ``group_offset`` = how many processes the machines
     before this one run. Each process trains on its share of every batch; DDP averages the
-    gradients. See :mod:`recbole_micro.distributed`.
+    gradients. See :mod:`recbole_micro.trainer.distributed`.
 
     Returns:
         dict: as :func:`run_recbole_micro`, from this machine's first process; with more than one
@@ -277,10 +290,7 @@ def load_data_and_model(model_file, trust_checkpoint=False):
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
     checkpoint = load_checkpoint(model_file, trust=trust_checkpoint)
-    config = checkpoint["config"]
-    # A Config that was not built by __init__ (rebuilt or unpickled) lacks the numpy aliases
-    # (np.float, ...) that RecBole 1.2.1's metrics still use: without this, evaluating fails.
-    config.compatibility_settings()
+    config = config_of_checkpoint(checkpoint["config"])
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
     dataset, (train_data, valid_data, test_data), model = _build_data_and_model(config)

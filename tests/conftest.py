@@ -5,7 +5,6 @@ The dataset itself and every helper the test modules import are in ``helpers.py`
 import os
 
 import pytest
-
 from helpers import TinyDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

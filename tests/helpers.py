@@ -96,10 +96,9 @@ class TinyDataset:
 def build(model, tiny_dataset, **overrides):
     """Config, dataset and train/valid/test dataloaders for ``model`` on the tiny dataset."""
     from recbole.data import data_preparation
-    from recbole_micro.utils import init_seed
 
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset, init_seed
 
     config = Config(model=model, dataset="tiny", config_dict=tiny_dataset.config_dict(**overrides))
     init_seed(config["seed"], config["reproducibility"])

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import REPO, SHARED, requires_shared
 
 sys.path.insert(0, str(REPO))

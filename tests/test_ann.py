@@ -3,10 +3,10 @@ import builtins
 
 import pytest
 import torch
-
-from recbole_micro.model.layers import knn_graph
 from helpers import batch_of, make
+
 from recbole_micro.model.general_recommender.micro import MICRO
+from recbole_micro.model.layers import knn_graph
 
 faiss = pytest.importorskip("faiss")
 from recbole_micro.model.ann import faiss_knn_graph, index_settings  # noqa: E402

@@ -1,15 +1,15 @@
-"""Issue 18's foundation check: LATTICE without its item-graph term is RecBole's LightGCN.
+"""The foundation check: LATTICE without its item-graph term is RecBole's LightGCN.
 
 Same initial embeddings, the same batches and negatives, the same symmetric adjacency and the
 same squared L2 on the ego embeddings: the two must train to the same weights. RecBole's
 LightGCN takes the unsquared norm unless ``require_pow: True``; that one difference is shown too.
 """
 import torch
+from helpers import build
 from recbole.model.general_recommender.lightgcn import LightGCN
 
-from helpers import build
 from recbole_micro.model.general_recommender.lattice import LATTICE
-from recbole_micro.utils import get_trainer, init_seed
+from recbole_micro.registry import get_trainer, init_seed
 
 SETTINGS = {"embedding_size": 8, "reg_weight": 1e-2, "learning_rate": 1e-2, "epochs": 3}
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO
 
 
@@ -66,7 +65,7 @@ def test_graph_diagnostics_count_shared_users_by_hand(tmp_path):
     import torch
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from recbole_micro.diagnostics import graph_pairs, losses_from_log, shared_user_rate
+    from recbole_micro.experiments.diagnostics import graph_pairs, losses_from_log, shared_user_rate
     from recbole_micro.model.layers import SparseGraph
 
     # items 1..3 (0 is PAD); users: item 1 {A, B}, item 2 {B}, item 3 {C}

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from helpers import REPO, build
 from recbole.utils import EvaluatorType, InputType, ModelType
 
-from recbole_micro.checkpoints import config_snapshot, from_plain, load_checkpoint, save_checkpoint, to_plain
-from recbole_micro.config import Config
+from recbole_micro.config import Config, config_from_snapshot
 from recbole_micro.errors import CheckpointError
 from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
-from recbole_micro.trainer import Trainer
-from recbole_micro.utils import get_model, get_trainer
-
-from helpers import REPO, build
+from recbole_micro.registry import get_model, get_trainer
+from recbole_micro.trainer.checkpoints import config_snapshot, from_plain, load_checkpoint, save_checkpoint, to_plain
+from recbole_micro.trainer.trainer import Trainer
 
 
 class OpensAFile:
@@ -113,7 +112,7 @@ def test_missing_truncated_and_foreign_files_are_clear_errors(tiny):
     config = Config(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
     good = tiny.root / "good.pth"
     save_checkpoint(good, {"config": config, "state_dict": {"w": torch.ones(3)}, "other_parameter": None})
-    assert load_checkpoint(good)["config"]["embedding_size"] == config["embedding_size"]
+    assert config_from_snapshot(load_checkpoint(good)["config"])["embedding_size"] == config["embedding_size"]
     truncated = tiny.root / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
@@ -130,4 +129,4 @@ def test_the_snapshot_stores_no_device_and_the_loader_picks_this_machines(tiny):
     assert "device" not in snapshot["settings"]
     path = tiny.root / "c.pth"
     save_checkpoint(path, {"config": config, "state_dict": {}})
-    assert load_checkpoint(path)["config"]["device"] == torch.device("cpu")
+    assert config_from_snapshot(load_checkpoint(path)["config"])["device"] == torch.device("cpu")

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from recbole_micro import claims as claiming
-from recbole_micro.claims import Claims
-from recbole_micro.compare import run_shared
+from recbole_micro.experiments import claims as claiming
+from recbole_micro.experiments.claims import Claims
+from recbole_micro.experiments.compare import run_shared
 
 
 def claim_of(out_dir, name, **record):
@@ -25,7 +25,7 @@ def dead_pid():
 
 
 def test_a_run_held_by_a_live_worker_is_left_to_it_and_waited_for(tmp_path, monkeypatch):
-    from recbole_micro.claims import _started
+    from recbole_micro.experiments.claims import _started
 
     claim_of(tmp_path, "b", pid=os.getppid(), pid_started=_started(os.getppid()))  # a live process, not this one
     done, ran, lines = set(), [], []
@@ -110,7 +110,7 @@ def test_the_command_line_stops_with_its_own_exit_code_and_one_line(tiny):
 
 
 def test_a_claim_whose_process_id_now_belongs_to_another_process_is_stale(tmp_path):
-    from recbole_micro.claims import _started
+    from recbole_micro.experiments.claims import _started
 
     parent = os.getppid()
     assert _started(parent) is not None
@@ -124,7 +124,7 @@ def test_a_deadline_starts_only_runs_expected_to_end_by_then_and_then_stops(tmp_
     import time
 
     from recbole_micro.errors import RunsStopped
-    from recbole_micro.results import Progress
+    from recbole_micro.experiments.reports import Progress
 
     progress = Progress(0, lambda *_: None, timings={"fast": [10.0], "slow": [3600.0]})
     assert progress.expected_seconds("new") == 3600.0  # not timed yet: as long as the slowest row
@@ -142,8 +142,8 @@ def test_a_deadline_starts_only_runs_expected_to_end_by_then_and_then_stops(tmp_
 def test_deadlines_are_read_as_a_clock_time_today_or_a_time_from_now():
     import datetime
 
-    from recbole_micro.compare import parse_deadline
     from recbole_micro.errors import ModelSpecError
+    from recbole_micro.experiments.compare import parse_deadline
 
     now = datetime.datetime(2026, 12, 2, 7, 30).timestamp()
     assert parse_deadline("+2h30m", now) == now + 9000 and parse_deadline("+90m", now) == now + 5400

@@ -2,10 +2,12 @@
 import json
 
 import pytest
-
-from recbole_micro.compare import (comparison_table, difference_title, model_colors, parse_model_spec, plot_comparison,
-                                   read_runs, seed_table)
 from helpers import run_script
+
+from recbole_micro.experiments.charts import difference_title, model_colors, plot_comparison
+from recbole_micro.experiments.compare import parse_model_spec
+from recbole_micro.experiments.records import read_runs
+from recbole_micro.experiments.tables import comparison_table, seed_table
 
 
 def result_rows(values):
@@ -154,7 +156,7 @@ def test_variants_of_a_proposed_model_are_not_its_baselines():
 
 
 def test_a_shared_row_is_adopted_from_another_comparison_with_its_config_and_log(tmp_path):
-    from recbole_micro.compare import adopt_runs
+    from recbole_micro.experiments.records import adopt_runs
 
     src, dst = tmp_path / "table", tmp_path / "ablations"
     for sub in ("configs", "logs"):
@@ -185,7 +187,7 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
 
 
 def test_compare_diagnoses_the_graph_models_runs_beside_the_results(tiny):
-    from recbole_micro.compare import run_comparison
+    from recbole_micro.experiments.compare import run_comparison
 
     out = tiny.root / "cmp"
     run_comparison(["LATTICE", "BPR"], "tiny", [1], out, config_dict=tiny.config_dict(epochs=1, knn_k=4),
@@ -204,7 +206,7 @@ def test_the_compare_only_flags_are_refused_without_compare(tiny):
 
 
 def test_a_line_still_being_appended_is_left_for_the_next_read(tmp_path):
-    from recbole_micro.compare import read_jsonl
+    from recbole_micro.experiments.records import read_jsonl
 
     (tmp_path / "runs.jsonl").write_text(json.dumps({"model": "BPR", "seed": 1}) + '\n{"model": "BP')
     assert read_jsonl(tmp_path / "runs.jsonl") == [{"model": "BPR", "seed": 1}]

@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import REPO, SHARED, requires_shared
 
 sys.path.insert(0, str(REPO))
@@ -101,7 +100,7 @@ def test_shared_baby_split_imports_with_exact_counts(tmp_path, monkeypatch):
     from recbole.data import data_preparation
 
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset
 
     rng = np.random.default_rng(0)
     np.save(tmp_path / "image.npy", rng.standard_normal((7050, 8)).astype(np.float32))  # generated: shape only
@@ -139,7 +138,7 @@ def test_shared_mmrec_sets_import_with_exact_counts(tmp_path, monkeypatch, name,
     from recbole.data import data_preparation
 
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset
 
     out = import_mmrec(SHARED / "data" / "amazon-mmrec" / f"{name}.inter", name, tmp_path, no_features=True, log=quiet)
     pairs = [line.split("\t") for s in ("train", "valid", "test") for line in (out / f"{name}.{s}.inter").read_text().splitlines()[1:]]
@@ -212,7 +211,6 @@ def test_cold_start_split(tmp_path):
 
 def test_cold_start_split_loads_with_cold_items_ranked_and_in_the_graph(tiny):
     import torch
-
     from helpers import build
 
     pairs = [line.split("\t") for line in (tiny.dir / "tiny.inter").read_text().splitlines()[1:]]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recbole_micro.quick_start import run_recbole_micro
-from recbole_micro.checkpoints import load_checkpoint
+from recbole_micro.trainer.checkpoints import load_checkpoint
 
 RUNS = [
     ("VBPR", {}),
@@ -37,9 +37,9 @@ def test_two_runs_with_one_seed_are_identical(tiny, model, settings):
 FRESH_PROCESS_RUN = """
 import sys
 from recbole_micro.config import Config
-from recbole_micro.distributed import weights_digest
+from recbole_micro.trainer.distributed import weights_digest
 from recbole_micro.quick_start import _build
-from recbole_micro.utils import init_seed
+from recbole_micro.registry import init_seed
 
 sys.argv = sys.argv[:1]
 config = Config(model="MICRO", dataset="ml-100k", config_dict={

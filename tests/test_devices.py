@@ -5,8 +5,8 @@ On a machine without a GPU only the ``cpu`` cases run; ``benchmarks/gpu_check.sh
 """
 import pytest
 import torch
-
 from helpers import device_params
+
 from recbole_micro.model import losses
 from recbole_micro.model.layers import knn_graph, propagate, symmetric_normalize
 from recbole_micro.model.losses import info_nce_loss

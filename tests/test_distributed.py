@@ -5,16 +5,15 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import build, run_script
 from recbole.data.interaction import Interaction
 
 from recbole_micro.config import Config
-from recbole_micro.distributed import GatheringCollector
 from recbole_micro.errors import DistributedError
 from recbole_micro.quick_start import load_data_and_model, run, spawn_processes
-from recbole_micro.trainer import Trainer
-from recbole_micro.utils import get_model
-
-from helpers import build, run_script
+from recbole_micro.registry import get_model
+from recbole_micro.trainer.distributed import GatheringCollector
+from recbole_micro.trainer.trainer import Trainer
 
 
 def free_port():
@@ -56,9 +55,8 @@ def _half_batch_gradients(rank, settings, batch, queue):
 def build_from(config):
     """As ``helpers.build``, from a Config (the split is seeded, so every process splits alike)."""
     from recbole.data import data_preparation
-    from recbole_micro.utils import init_seed
 
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset, init_seed
 
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)

@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make
 
 import recbole_micro.model.abstract_recommender as abstract_recommender
+from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.model.graph_cache import cached_graph, graph_key
 from recbole_micro.model.layers import knn_graph, symmetric_normalize
-from helpers import make
-from recbole_micro.model.general_recommender.micro import MICRO
 
 
 def build(feat):

@@ -1,13 +1,14 @@
 """LATTICE and MICRO: equations on the tiny dataset, schedule, ablations, backbones, cold start."""
 import pytest
 import torch
+from helpers import SMALL, batch_of, make
 from recbole.data.interaction import Interaction
 
-from helpers import SMALL, batch_of, make
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.model.layers import propagate
 from recbole_micro.model.losses import info_nce_loss
+
 
 def test_lattice_modality_weights_sum_to_one(tiny):
     model, _, _ = make(LATTICE, tiny)
@@ -267,7 +268,7 @@ def test_cold_items_are_in_the_graphs_and_pad_never(tiny, model_class):
 
 def test_official_profile_loads_and_decays_the_learning_rate(tiny):
     from recbole_micro.config import Config
-    from recbole_micro.utils import properties_dir
+    from recbole_micro.registry import properties_dir
 
     profile = properties_dir() / "profiles" / "official.yaml"
     config = Config(model="MICRO", dataset="tiny", config_file_list=[str(profile)], config_dict=tiny.config_dict(**SMALL))

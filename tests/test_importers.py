@@ -4,7 +4,6 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from helpers import REPO
 
 sys.path.insert(0, str(REPO))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from recbole_micro.data import ml100k
-from recbole_micro.files import build_record_path
 from recbole_micro.data.ml100k import build_knowledge_features, build_text_features, item_texts, knowledge_matrix
 from recbole_micro.data.prepared import recbole_ml100k_dir
+from recbole_micro.files import build_record_path
 
 
 class CountingEncoder:
@@ -95,7 +95,7 @@ def test_ml100k_dataset_with_real_text_encoder(ml100k_dir, monkeypatch):
     import sys
 
     from recbole_micro.config import Config
-    from recbole_micro.utils import create_dataset
+    from recbole_micro.registry import create_dataset
 
     monkeypatch.chdir(ml100k_dir.parent)
     monkeypatch.setattr(sys, "argv", ["pytest"])

@@ -2,8 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
+
 from recbole_micro.model.general_recommender.mmgcn import MMGCN
 
 

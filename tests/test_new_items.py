@@ -1,19 +1,19 @@
-"""Items that were not in training (issue 19, inductive cold start): their rows in the trained
-graphs, their h_i, and scoring them through :class:`recbole_micro.serve.Recommender`."""
+"""Items that were not in training (inductive cold start): their rows in the trained
+graphs, their h_i, and scoring them through :class:`recbole_micro.serve.recommend.Recommender`."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from helpers import make, run_script
+
 from recbole_micro.errors import FeatureFileError, NewItemsError
-from recbole_micro.quick_start import run_recbole_micro
-from recbole_micro.serve import Recommender
 from recbole_micro.model.general_recommender.lattice import LATTICE
 from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.model.layers import knn_rows, normalize_attached
+from recbole_micro.quick_start import run_recbole_micro
+from recbole_micro.serve.recommend import Recommender
 
 KNOWN = [3, 7, 12]  # warm items whose features come back as "new" items
 
@@ -166,7 +166,7 @@ def test_a_cf_stand_in_from_the_neighbours_is_added_to_the_content_part(tiny):
     user_final = recommender.model.final_embeddings_cached()[0][users]
     torch.testing.assert_close(recommender.raw_scores(users)[:, recommender.dataset.item_num:],
                                user_final @ (new["neighbour_cf"] + new["item"]).t())
-    from recbole_micro.serve import explain
+    from recbole_micro.serve.explain import explain
 
     _, items, scores = recommender.recommend(["u05"], k=2, new_only=True)
     for entry, score in zip(explain(recommender, "u05", list(items[0])), scores[0]):
@@ -175,7 +175,7 @@ def test_a_cf_stand_in_from_the_neighbours_is_added_to_the_content_part(tiny):
 
 
 def test_added_items_are_explained_with_their_attached_rows(tiny):
-    from recbole_micro.serve import explain
+    from recbole_micro.serve.explain import explain
 
     result = run_recbole_micro(model="MICRO", dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
     recommender = Recommender.load(result["saved_model_file"])

@@ -1,9 +1,10 @@
 """Model/trainer/dataset lookup with fallback to RecBole, and config layering."""
 import re
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
+from helpers import YAML_DEFAULT, build
 from recbole.data.dataset import Dataset
 from recbole.model.general_recommender.lightgcn import LightGCN
 from recbole.trainer import NCLTrainer
@@ -14,10 +15,15 @@ from recbole_micro.config import Config
 from recbole_micro.data.dataset import MultimodalDataset
 from recbole_micro.errors import SettingsError, UnknownModelError
 from recbole_micro.model.general_recommender.vbpr import VBPR
-from recbole_micro.trainer import CheckpointMixin, Trainer
-from recbole_micro.utils import OUR_MODEL_PACKAGE, create_dataset, get_model, get_trainer, our_model_names, properties_dir
-
-from helpers import YAML_DEFAULT, build
+from recbole_micro.registry import (
+    OUR_MODEL_PACKAGE,
+    create_dataset,
+    get_model,
+    get_trainer,
+    our_model_names,
+    properties_dir,
+)
+from recbole_micro.trainer.trainer import CheckpointMixin, Trainer
 
 
 def test_our_models_first_then_recbole():

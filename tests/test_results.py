@@ -3,7 +3,8 @@ import csv
 
 import yaml
 
-from recbole_micro.results import metric_columns, write_fixed_yaml, write_rows_csv
+from recbole_micro.experiments.reports import write_fixed_yaml, write_rows_csv
+from recbole_micro.quick_start import metric_columns
 
 
 def test_metric_columns_prefix_each_split_and_accept_a_missing_one():

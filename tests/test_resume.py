@@ -4,8 +4,8 @@ import torch
 
 from recbole_micro.errors import ResumeError
 from recbole_micro.quick_start import run_recbole_micro
-from recbole_micro.checkpoints import load_checkpoint
-from recbole_micro.trainer import CheckpointMixin, resume_file_of
+from recbole_micro.trainer.checkpoints import load_checkpoint
+from recbole_micro.trainer.trainer import CheckpointMixin, resume_file_of
 
 
 class Killed(Exception):
@@ -42,7 +42,7 @@ def test_killed_after_epoch_2_and_resumed_equals_4_epochs_straight(tiny, monkeyp
     assert resume_file_of(checkpoints[0]).is_file()
     before = torch.load(resume_file_of(checkpoints[0]), weights_only=True)["fit_seconds"]
     result = run_recbole_micro(model=model, dataset="tiny", config_dict=config, resume=checkpoints[0])
-    assert result["seconds_before_resume"] == before > 0  # the killed session's training time is kept
+    assert result["seconds_before_resume"] == before > 0  # the killed start's training time is kept
     resumed, resumed_weights = outcome(result)
     assert resumed == straight
     for name, tensor in straight_weights.items():
@@ -77,7 +77,8 @@ def test_resuming_without_a_state_or_from_another_model_is_a_clear_error(tiny):
 
 
 def test_compare_mode_resumes_an_interrupted_run_from_its_last_epoch(tiny, monkeypatch):
-    from recbole_micro.compare import read_runs, run_comparison
+    from recbole_micro.experiments.compare import run_comparison
+    from recbole_micro.experiments.records import read_runs
 
     config = tiny.config_dict(epochs=4, stopping_step=10)
     straight = run_comparison(["VBPR"], "tiny", [5], tiny.root / "straight", config_dict=config, log=lambda *_: None)
@@ -111,7 +112,7 @@ def test_resuming_a_run_whose_best_model_is_pickled_needs_trust_and_says_so_befo
 
 
 def test_a_tuning_run_interrupted_mid_way_resumes_from_its_last_epoch(tiny, monkeypatch):
-    from recbole_micro.tuned_compare import parse_grid, read_trials, run_tuned_comparison
+    from recbole_micro.experiments.tuned_compare import parse_grid, read_trials, run_tuned_comparison
 
     config = tiny.config_dict(epochs=4, stopping_step=10)
     grid = parse_grid("learning_rate=1e-3")
@@ -135,8 +136,9 @@ def test_a_tuning_run_interrupted_mid_way_resumes_from_its_last_epoch(tiny, monk
 def test_a_resumed_runs_kept_log_holds_every_start_in_order(tiny, monkeypatch):
     import json
 
-    import recbole_micro.compare as compare
-    from recbole_micro.compare import read_runs, run_comparison
+    import recbole_micro.experiments.records as records
+    from recbole_micro.experiments.compare import run_comparison
+    from recbole_micro.experiments.records import read_runs
 
     config = tiny.config_dict(epochs=3, stopping_step=10)
     out = tiny.root / "cut"
@@ -144,14 +146,14 @@ def test_a_resumed_runs_kept_log_holds_every_start_in_order(tiny, monkeypatch):
     logs[0].write_text("the first start\n")
     logs[1].write_text("the second start\n")
     with monkeypatch.context() as patch:
-        patch.setattr(compare, "_log_file", lambda: logs[0])
+        patch.setattr(records, "log_file", lambda: logs[0])
         kill_after(patch, last_epoch=0)
         with pytest.raises(Killed):
             run_comparison(["VBPR"], "tiny", [5], out, config_dict=config, log=lambda *_: None)
     entry = json.loads((out / "running.json").read_text())["VBPR seed 5"]
     assert entry["logs"] == [str(logs[0])]
     (out / "running.json").write_text(json.dumps({"VBPR seed 5": entry["checkpoint"]}))  # as an older version wrote it
-    monkeypatch.setattr(compare, "_log_file", lambda: logs[1])
+    monkeypatch.setattr(records, "log_file", lambda: logs[1])
     lines = []
     run_comparison(["VBPR"], "tiny", [5], out, config_dict=config, log=lines.append)
     assert any("resuming" in line for line in lines)  # the older entry still resumes
@@ -160,7 +162,7 @@ def test_a_resumed_runs_kept_log_holds_every_start_in_order(tiny, monkeypatch):
     # a run resumed with the new entries keeps both starts
     out2 = tiny.root / "cut2"
     with monkeypatch.context() as patch:
-        patch.setattr(compare, "_log_file", lambda: logs[0])
+        patch.setattr(records, "log_file", lambda: logs[0])
         kill_after(patch, last_epoch=0)
         with pytest.raises(Killed):
             run_comparison(["VBPR"], "tiny", [5], out2, config_dict=config, log=lambda *_: None)

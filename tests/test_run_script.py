@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, run_script
+
 
 def assert_summary(output, model):
     lines = output.strip().splitlines()[-3:]
@@ -101,7 +101,7 @@ def test_non_editable_install_finds_the_yamls(tmp_path):
                    check=True, capture_output=True)
     probe = (
         "import sys; sys.argv=['x']\n"
-        "from recbole_micro.utils import properties_dir\n"
+        "from recbole_micro.registry import properties_dir\n"
         "from recbole_micro.config import Config\n"
         "c = Config(model='VBPR', dataset='ml-100k')\n"
         "print(properties_dir()); print(c['valid_metric'], c['feat_embedding_size'], sorted(c['modalities']))\n"

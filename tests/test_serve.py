@@ -3,13 +3,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import run_script
 from recbole.data.interaction import Interaction
 
+from recbole_micro.errors import ServeError
 from recbole_micro.model.general_recommender.micro import MICRO
 from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
-from recbole_micro.serve import Recommender, ServeError
-
-from helpers import run_script
+from recbole_micro.serve.recommend import Recommender
 
 
 @pytest.fixture(params=["VBPR", "BPR"])
@@ -92,7 +92,7 @@ def test_the_command_line_writes_recommendations(tiny):
 
 @pytest.mark.parametrize("model_name", ["VBPR", "MICRO", "LightGCN", "BPR"])
 def test_exported_embeddings_reproduce_the_scores_and_faiss_finds_the_same_top_k(tiny, model_name):
-    from recbole_micro.serve import export_embeddings
+    from recbole_micro.serve.export import export_embeddings
 
     result = run_recbole_micro(model=model_name, dataset="tiny", config_dict=tiny.config_dict(epochs=1))
     written = export_embeddings(result["saved_model_file"], tiny.root / "emb", with_faiss=True)
@@ -119,7 +119,7 @@ def test_exported_embeddings_reproduce_the_scores_and_faiss_finds_the_same_top_k
 
 
 def test_a_model_without_inner_product_scores_is_refused(tiny):
-    from recbole_micro.serve import export_embeddings
+    from recbole_micro.serve.export import export_embeddings
 
     result = run_recbole_micro(model="ItemKNN", dataset="tiny", config_dict=tiny.config_dict(k=5))
     with pytest.raises(ServeError, match="ItemKNN has no user and item embeddings"):
@@ -138,7 +138,7 @@ def test_the_command_line_exports_embeddings(tiny):
 
 @pytest.mark.parametrize("model_name", ["MICRO", "LATTICE"])
 def test_explanations_add_up_to_the_score_and_name_real_neighbours(tiny, model_name):
-    from recbole_micro.serve import explain
+    from recbole_micro.serve.explain import explain
 
     result = run_recbole_micro(model=model_name, dataset="tiny", config_dict=tiny.config_dict(epochs=2, knn_k=4))
     recommender = Recommender.load(result["saved_model_file"])
@@ -169,7 +169,7 @@ def test_explanations_add_up_to_the_score_and_name_real_neighbours(tiny, model_n
 
 
 def test_explain_refuses_unknown_tokens_and_other_models(tiny):
-    from recbole_micro.serve import explain
+    from recbole_micro.serve.explain import explain
 
     result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=tiny.config_dict())
     with pytest.raises(ServeError, match="explain covers LATTICE and MICRO"):
@@ -250,7 +250,7 @@ def test_micro_explanation_of_a_hand_checked_case():
     """x_u = (1, 0); x_c = (0.5, 0.5); h_c/|h_c| = (0, 1); h_u = mean(h_a, h_b) = (1, 1.5), so
     h_u/|h_u| = (0.5547, 0.8321). Eq. 17's terms: 0.5, 0, 0.6934, 0.8321 (sum 2.0254). Each training
     item's share of h_u . (x_c + h_c/|h_c|): a (2, 0)/(2 |h_u|) -> 0.2774, b (0, 3)/(2 |h_u|) -> 1.2481."""
-    from recbole_micro.serve import explain
+    from recbole_micro.serve.explain import explain
 
     (entry,) = explain(hand_checked_recommender(MICRO, HAND_PARTS), "u", ["c"])
     norm = (1 + 1.5 ** 2) ** 0.5

@@ -1,10 +1,10 @@
 """Settings checked at start-up: every key our YAMLs declare refuses a bad value, naming it."""
 import pytest
-
 from helpers import run_script
+
 from recbole_micro.errors import SettingsError
+from recbole_micro.registry import our_model_names, properties_dir
 from recbole_micro.settings import check_settings, parse_spec, read_settings
-from recbole_micro.utils import our_model_names, properties_dir
 
 ROOT = properties_dir()
 FILES = [ROOT / "overall.yaml", *sorted((ROOT / "model").glob("*.yaml"))]

@@ -5,11 +5,10 @@ import sys
 
 import pytest
 import yaml
+from helpers import REPO, run_script
 from recbole.trainer import HyperTuning
 
-from helpers import REPO
-from recbole_micro.tune import params_in_file, plot_sensitivity, sensitivity_rows
-from helpers import run_script
+from recbole_micro.experiments.tune import params_in_file, plot_sensitivity, sensitivity_rows
 
 HYPER_FILES = sorted((REPO / "hyper").rglob("*.hyper"))
 
@@ -80,7 +79,7 @@ def test_tune_mode_tries_every_point_and_writes_the_best_as_reusable_yaml(tiny):
 def test_ray_tune_path_runs_trials_through_our_objective(tiny):
     ray = pytest.importorskip("ray")
     pytest.importorskip("pyarrow", reason="Ray Tune 2.6 needs pyarrow (pip install \"ray[tune]\")")
-    from recbole_micro.tune import ray_search_space, run_ray_tuning
+    from recbole_micro.experiments.tune import ray_search_space, run_ray_tuning
 
     config_file = tiny.write_config()
     params = tiny.root / "vbpr.hyper"

@@ -2,14 +2,19 @@
 import json
 
 import pytest
-
-from recbole_micro.compare import read_runs
-from recbole_micro.errors import ModelSpecError
-from recbole_micro.results import Progress
-from recbole_micro.tuned_compare import (choose, grid_points, grid_trials, parse_grid, read_hyper_grid,
-                                         run_tuned_comparison)
-
 from helpers import REPO, run_script
+
+from recbole_micro.errors import ModelSpecError
+from recbole_micro.experiments.records import read_runs
+from recbole_micro.experiments.reports import Progress
+from recbole_micro.experiments.tuned_compare import (
+    choose,
+    grid_points,
+    grid_trials,
+    parse_grid,
+    read_hyper_grid,
+    run_tuned_comparison,
+)
 
 
 def test_the_choice_follows_validation_even_when_another_point_is_best_on_test():
@@ -108,8 +113,8 @@ def test_the_command_line_refuses_a_row_without_a_grid_before_any_run(tiny):
 
 def test_a_chosen_point_round_trips_through_the_row_label_as_numbers():
     """Python writes 1e-05 without a dot, which YAML 1.1 would read as a string."""
-    from recbole_micro.compare import parse_model_spec
-    from recbole_micro.tuned_compare import _with_point
+    from recbole_micro.experiments.compare import parse_model_spec
+    from recbole_micro.experiments.tuned_compare import _with_point
 
     point = {"learning_rate": 0.0005, "reg_weight": 1e-05, "knn_k": 10, "cl_reduce": "sum", "use_specific": False}
     row = _with_point("MICRO:cl_anchors=batch", point)
@@ -147,7 +152,7 @@ def test_settings_a_model_cannot_use_are_found_and_a_run_says_so(tiny, capsys, m
     from recbole_micro.config import Config, settings_not_used_by
 
     monkeypatch.setattr(config, "_WARNED", set())  # said once per process: as if this were the first run
-    from recbole_micro.utils import get_model
+    from recbole_micro.registry import get_model
 
     keys = ["learning_rate", "reg_weight", "embedding_size", "knn_k"]
     assert settings_not_used_by(get_model("BPR"), keys) == ["knn_k", "reg_weight"]
@@ -172,7 +177,7 @@ def test_the_time_left_counts_each_run_at_its_rows_mean_time():
 
 
 def test_a_grid_value_that_a_row_label_cannot_carry_is_refused_before_any_run(tmp_path):
-    from recbole_micro.tuned_compare import grids_for
+    from recbole_micro.experiments.tuned_compare import grids_for
 
     for bad in ({"latent_dim": [None, 64]}, {"hidden_size_list": [[64, 64]]}, {"cl_reduce": ["a,b"]}):
         with pytest.raises(ModelSpecError, match="cannot be written in a row label"):

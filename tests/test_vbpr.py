@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import build
 from recbole.data.interaction import Interaction
 
-from helpers import build
 from recbole_micro.errors import FeatureFileError
 from recbole_micro.model.general_recommender.vbpr import VBPR
 from recbole_micro.quick_start import load_data_and_model, run_recbole_micro
@@ -78,7 +78,7 @@ def test_one_epoch_run_saves_and_reloads_the_best_checkpoint(tiny, monkeypatch):
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)
     for name, value in checkpoint["state_dict"].items():
         torch.testing.assert_close(model.state_dict()[name], value)
-    from recbole_micro.trainer import Trainer
+    from recbole_micro.trainer.trainer import Trainer
 
     trainer = Trainer(config, model)
     reloaded = trainer.evaluate(test, load_best_model=False)

@@ -8,12 +8,20 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.loss import BPRLoss, EmbLoss
 
 from recbole_micro.errors import FeatureFileError, NewItemsError
+from recbole_micro.files import is_writer
 from recbole_micro.model.ann import faiss_knn_graph, import_faiss
 from recbole_micro.model.backbones import build_backbone
-from recbole_micro.distributed import is_writer
 from recbole_micro.model.graph_cache import cached_graph
-from recbole_micro.model.layers import (SparseGraph, freeze, knn_graph, knn_rows, normalize_attached, propagate,
-                                        propagate_rows, symmetric_normalize)
+from recbole_micro.model.layers import (
+    SparseGraph,
+    freeze,
+    knn_graph,
+    knn_rows,
+    normalize_attached,
+    propagate,
+    propagate_rows,
+    symmetric_normalize,
+)
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -31,7 +39,7 @@ class MultimodalRecommender(GeneralRecommender):
         if not available:
             raise FeatureFileError(
                 f"{self.__class__.__name__} needs item modality features, but the dataset has none; "
-                f"build it with recbole_micro.utils.create_dataset and name the features under "
+                f"build it with recbole_micro.registry.create_dataset and name the features under "
                 f"`modalities` in the dataset YAML."
             )
         self.use_modalities = config["use_modalities"]

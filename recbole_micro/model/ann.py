@@ -1,7 +1,7 @@
 """Approximate kNN item graphs with faiss, for catalogues where exact kNN's N^2 time is too long.
 
-Exact chunked kNN (:func:`~recbole_micro.model.layers.knn_graph`) costs N^2 * d multiply-adds:
-48 s at 100k items with 64-d features on a 2-core CPU, 555 s at 300k. faiss finds the
+Exact chunked kNN (:func:`~recbole_micro.model.layers.knn_graph`) costs N^2 * d multiply-adds
+(timings in docs/performance.md). faiss finds the
 neighbours approximately in about N log N; the similarity values of the chosen pairs are then
 computed exactly in torch, so the graph weights (and their gradients, for the learned graphs)
 are the same as exact kNN's wherever the same neighbours are found. Off by default

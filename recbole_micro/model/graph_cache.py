@@ -1,7 +1,7 @@
 """On-disk cache of the initial kNN item graphs built from raw features.
 
-Building S~^m costs N^2 * d multiply-adds (about 80 s for Clothing's 23,033 items with 4096-d
-features on a 2-core CPU) and gives the same graph in every run on the same features. The
+Building S~^m costs N^2 * d multiply-adds (timings in docs/performance.md) and gives the same
+graph in every run on the same features. The
 cache file is named by a hash of the feature values, the graph's settings and a version of
 the graph code, so a changed feature file or ``knn_k`` can never be served a stale graph.
 """

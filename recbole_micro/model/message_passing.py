@@ -4,8 +4,8 @@ For models whose edge weights are computed from node embeddings on every batch (
 affinities): the edge scores <a_target, b_source> are a sampled dense-dense product (SDDMM)
 and the weighted sums over neighbours a CSR sparse-dense product (SpMM). Both have
 hand-written backward passes made of the same two kernels, so no (E, d) per-edge tensor is
-materialised; on CPU this is 20-40x faster than gathering per-edge rows and scattering them
-back, and the cost is O(E * d) time and O(E) extra memory.
+materialised, unlike gathering per-edge rows and scattering them back (the timings are in
+docs/performance.md), and the cost is O(E * d) time and O(E) extra memory.
 """
 import torch
 import torch.nn as nn

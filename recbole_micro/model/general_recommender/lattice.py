@@ -28,8 +28,15 @@ from recbole.utils import InputType
 
 from recbole_micro.errors import NewItemsError
 from recbole_micro.model.abstract_recommender import ItemGraphRecommender
-from recbole_micro.model.layers import (NORM_EPS, combine, normalize_attached, propagate, propagate_rows, skip_connection,
-                                        symmetric_normalize)
+from recbole_micro.model.layers import (
+    NORM_EPS,
+    combine,
+    normalize_attached,
+    propagate,
+    propagate_rows,
+    skip_connection,
+    symmetric_normalize,
+)
 
 GRAPH_FUSIONS = ("paper", "official")
 
@@ -85,6 +92,14 @@ class LATTICE(ItemGraphRecommender):
             return user_cf, item_cf
         h = self.item_graph_embedding()
         return user_cf, item_cf + F.normalize(h, p=2, dim=1, eps=NORM_EPS)  # Eq. 8
+
+    @torch.no_grad()
+    def explanation_parts(self):
+        """What an explanation of a score reads (Eq. 8): ``user_cf``, ``item_cf``, the fused item graph
+        ``graphs`` (Eq. 6) and the normalised item-graph embeddings ``h_hat`` (Eq. 7)."""
+        user_cf, item_cf = self.cf_embeddings()
+        return {"user_cf": user_cf, "item_cf": item_cf, "graphs": self.item_graphs(),
+                "h_hat": F.normalize(self.item_graph_embedding(), p=2, dim=1, eps=NORM_EPS)}
 
     @torch.no_grad()
     def attach_items(self, new_feats):

@@ -189,6 +189,25 @@ class MICRO(ItemGraphRecommender):
         """Final user and item embeddings, (U, d) and (N, d)."""
         return self.final_embeddings(self.item_multimodal_embeddings()["h"])
 
+    @torch.no_grad()
+    def explanation_parts(self):
+        """What an explanation of a score reads (Eq. 17), once per set of weights.
+
+        Returns:
+            dict: ``user_cf``, ``item_cf``, ``graphs`` (A^m per modality, Eq. 5), ``h`` and its
+            normalised ``h_hat``, ``alpha`` (Eq. 7), and with the user-preference term the
+            normalised ``h_u_hat`` and the norms ``h_u_norm`` (Eq. 16).
+        """
+        user_cf, item_cf = self.cf_embeddings()
+        side = self.item_multimodal_embeddings()
+        h = side["h"]
+        parts = {"user_cf": user_cf, "item_cf": item_cf, "graphs": self.item_graphs(), "h": h,
+                 "h_hat": F.normalize(h, p=2, dim=1, eps=NORM_EPS), "alpha": side["alpha"]}
+        if self.use_user_pref:
+            h_u = self.user_preference(h)
+            parts.update(h_u_hat=F.normalize(h_u, p=2, dim=1, eps=NORM_EPS), h_u_norm=h_u.norm(dim=1).clamp_min(NORM_EPS))
+        return parts
+
     # ----- items outside training (inductive cold start) -----
     @torch.no_grad()
     def attach_items(self, new_feats):

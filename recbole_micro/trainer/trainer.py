@@ -2,7 +2,7 @@
 
 RecBole's trainers pickle the ``Config`` object into the best-model checkpoint, which only loads
 with ``torch.load(weights_only=False)``. Ours write it as plain data and read it with
-``weights_only=True`` (:mod:`recbole_micro.checkpoints`); an older, pickled checkpoint is read
+``weights_only=True`` (:mod:`recbole_micro.trainer.checkpoints`); an older, pickled checkpoint is read
 only when ``trust_checkpoint`` is set (``--trust-checkpoint``).
 
 RecBole names a checkpoint ``<model>-<local time to the second>.pth``: two runs of one model
@@ -16,7 +16,7 @@ early-stopping counters and best result so far, and the torch, numpy, Python and
 random states. :meth:`CheckpointMixin.resume_from` restores it, so that a run killed after
 epoch k and resumed ends with the metrics of the uninterrupted run.
 
-Multi-process runs (:mod:`recbole_micro.distributed`): the trainer wraps the model in DDP on
+Multi-process runs (:mod:`recbole_micro.trainer.distributed`): the trainer wraps the model in DDP on
 GPUs and CPUs alike, all processes share the first one's checkpoint path, only the first one
 writes it, and the evaluation gathers every process's users.
 """
@@ -31,10 +31,10 @@ import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
-from recbole_micro import distributed
-from recbole_micro.checkpoints import from_plain, load_checkpoint, save_checkpoint, to_plain
 from recbole_micro.errors import CheckpointError, ResumeError
-from recbole_micro.files import write_atomically
+from recbole_micro.files import is_writer, write_atomically
+from recbole_micro.trainer import distributed
+from recbole_micro.trainer.checkpoints import from_plain, load_checkpoint, save_checkpoint, to_plain
 
 RESUME_SUFFIX = ".resume.pth"
 
@@ -108,7 +108,7 @@ class CheckpointMixin:
         """RecBole's best-model checkpoint, with the config as plain data and written atomically."""
         if not isinstance(self, RecBoleTrainer):  # the decision-tree trainers keep RecBole's format
             return super()._save_checkpoint(epoch)
-        if not distributed.is_writer(self.config):  # one file, written by the first process
+        if not is_writer(self.config):  # one file, written by the first process
             return None
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(saved_model_file, {
@@ -162,14 +162,14 @@ class CheckpointMixin:
             "scheduler": self.scheduler.state_dict() if getattr(self, "scheduler", None) is not None else None,
             "random": random_states(train_data),
             "model": self.config["model"],
-            "fit_seconds": self.fit_seconds(),  # the run's training time so far, earlier sessions' included
+            "fit_seconds": self.fit_seconds(),  # the run's training time so far, earlier starts' included
         }
         write_atomically(resume_file_of(self.saved_model_file), lambda tmp: torch.save(state, tmp))
 
-    seconds_before_resume = 0.0  # training time of the sessions before this one (from the resume state)
+    seconds_before_resume = 0.0  # training time of the earlier starts of this run (from the resume state)
 
     def fit_seconds(self):
-        """Seconds spent in ``fit`` by this run, in this process and in the sessions it resumes."""
+        """Seconds spent in ``fit`` by this run, in this process and in the earlier starts it resumes."""
         started = getattr(self, "_fit_started", None)
         return self.seconds_before_resume + (time.time() - started if started is not None else 0.0)
 

@@ -14,7 +14,7 @@ from recbole.utils import ModelType, set_color
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import init_seed as recbole_init_seed
 
-from recbole_micro.errors import UnknownModelError
+from recbole_micro.errors import ParamsFileError, UnknownModelError
 
 RECBOLE_MODEL_SUBMODULES = (
     "general_recommender",
@@ -31,12 +31,11 @@ def init_seed(seed, reproducibility):
 
     RecBole only fixes cuDNN. On a multi-core CPU, the backward of indexing with repeated
     indices (a batch's embedding lookups) sums in an order that depends on the threads, so two
-    fresh processes with the same seed drifted apart from the first batch (gradients differing
-    by 1e-11, test Recall@20 by 1e-3 after a run). Deterministic algorithms fix the order (a
-    20-batch probe of MICRO on ml-100k showed no cost; ``make run`` took 12 min 13 s after,
-    10 min 46 s before, not separated from noise). ``warn_only``: an operation without a deterministic
-    version warns instead of stopping the run; on CUDA, cuBLAS gets the workspace setting it
-    needs for reproducible results (``CUBLAS_WORKSPACE_CONFIG``, unless already set).
+    fresh processes with the same seed drift apart from the first batch; deterministic
+    algorithms fix the order (what they cost: docs/performance.md). ``warn_only``: an operation
+    without a deterministic version warns instead of stopping the run; on CUDA, cuBLAS gets the
+    workspace setting it needs for reproducible results (``CUBLAS_WORKSPACE_CONFIG``, unless
+    already set).
     """
     import torch
 
@@ -46,20 +45,59 @@ def init_seed(seed, reproducibility):
     torch.use_deterministic_algorithms(bool(reproducibility), warn_only=True)
 
 
+def _shipped_folder(name, marker):
+    """``<package>/<name>`` (a non-editable install) or ``<checkout>/<name>`` (a source checkout), holding ``marker``."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / name, package_dir.parent / name):
+        if (candidate / marker).exists():
+            return candidate
+    return None
+
+
 def properties_dir():
     """The folder holding ``overall.yaml``, ``model/`` and ``dataset/``.
 
     A source checkout (or editable install) keeps it at the top level beside the package; a
     non-editable install ships it inside the package.
     """
-    package_dir = Path(__file__).resolve().parent
-    for candidate in (package_dir / "properties", package_dir.parent / "properties"):
-        if (candidate / "overall.yaml").is_file():
+    found = _shipped_folder("properties", "overall.yaml")
+    if found is None:
+        raise FileNotFoundError(
+            f"recbole-micro's YAML defaults (properties/overall.yaml) were not found next to "
+            f"{Path(__file__).resolve().parent}; reinstall the package with `pip install .`"
+        )
+    return found
+
+
+def hyper_dir():
+    """The folder of the shipped params files (``<Model>.hyper``, ``sensitivity/``), found as :func:`properties_dir` is."""
+    found = _shipped_folder("hyper", "MICRO.hyper")
+    if found is None:
+        raise ParamsFileError(f"recbole-micro's params files (hyper/) were not found next to "
+                              f"{Path(__file__).resolve().parent}; reinstall the package with `pip install .`")
+    return found
+
+
+def find_params_file(name):
+    """A params file given by path, or by the name of a shipped one.
+
+    ``hyper/MICRO.hyper`` or any existing path is taken as it is; otherwise ``MICRO``,
+    ``MICRO.hyper``, ``sensitivity/MICRO-knn_k`` or ``hyper/sensitivity/MICRO-knn_k.hyper`` name a
+    file of :func:`hyper_dir`, so the shipped grids work from any folder after ``pip install``.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ParamsFileError(f"params file {name} is a folder: pass one .hyper file in it.")
+    shipped = hyper_dir()
+    relative = Path(*path.parts[1:]) if path.parts[:1] == ("hyper",) else path
+    for candidate in (shipped / relative, shipped / relative.with_name(relative.name + ".hyper")):
+        if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"recbole-micro's YAML defaults (properties/overall.yaml) were not found next to "
-        f"{package_dir}; reinstall the package with `pip install .`"
-    )
+    names = sorted(str(p.relative_to(shipped).with_suffix("")) for p in shipped.rglob("*.hyper"))
+    raise ParamsFileError(f"params file {name} not found, neither as a path nor among the shipped ones "
+                          f"({', '.join(names)}): pass a file's path, or one of those names.")
 
 
 def _module_files(package):
@@ -109,12 +147,12 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """Return ``<Model>Trainer`` from ``recbole_micro.trainer``, else RecBole's trainer.
+    """Return ``<Model>Trainer`` from ``recbole_micro.trainer.trainer``, else RecBole's trainer.
 
     Every trainer returned loads its own checkpoints explicitly (torch >= 2.6 refuses RecBole's
     checkpoints by default): RecBole's trainers get :class:`CheckpointMixin` mixed in.
     """
-    from recbole_micro import trainer as our_trainers
+    from recbole_micro.trainer import trainer as our_trainers
 
     ours = getattr(our_trainers, f"{model_name}Trainer", None)
     if ours is not None:

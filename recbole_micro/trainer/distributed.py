@@ -32,11 +32,6 @@ def is_distributed(config):
     return not config["single_spec"]
 
 
-def is_writer(config):
-    """Whether this process writes files: the only one, or the first of a multi-process run."""
-    return config["single_spec"] or config["local_rank"] == 0
-
-
 @contextmanager
 def writer_first(config):
     """Run the block in the first process of each machine first, then in the others.

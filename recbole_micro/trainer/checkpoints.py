@@ -80,27 +80,6 @@ def config_snapshot(config):
             "settings": to_plain(settings)}
 
 
-def config_from_snapshot(snapshot):
-    """A :class:`~recbole_micro.config.Config` with exactly the snapshot's settings, on this machine's device.
-
-    The YAML files are not read again: a default changed since training does not change the run.
-    """
-    from recbole_micro.config import Config
-    from recbole_micro.utils import get_model
-
-    config = Config.__new__(Config)
-    config.compatibility_settings()  # the numpy aliases RecBole 1.2.1's metrics use
-    config.yaml_loader = config._build_yaml_loader()
-    config.model, config.dataset = snapshot["model"], snapshot["dataset"]
-    config.model_class = get_model(config.model)
-    config.parameters = from_plain(snapshot["parameters"])
-    config.file_config_dict = config.variable_config_dict = config.cmd_config_dict = {}
-    config.external_config_dict, config.internal_config_dict = {}, {}
-    config.final_config_dict = from_plain(snapshot["settings"])
-    config.final_config_dict.update(single_spec=True, local_rank=0)  # loading is one process
-    use_cuda = torch.cuda.is_available() and str(config.final_config_dict.get("gpu_id", "")) != ""
-    config.final_config_dict["device"] = torch.device("cuda" if use_cuda else "cpu")
-    return config
 
 
 def save_checkpoint(path, state):
@@ -111,7 +90,8 @@ def save_checkpoint(path, state):
 
 
 def load_checkpoint(path, device="cpu", trust=False):
-    """Read a checkpoint without running code; ``config`` comes back as a Config.
+    """Read a checkpoint without running code; ``config`` comes back as its plain snapshot
+    (:func:`recbole_micro.config.config_from_snapshot` makes it a Config again).
 
     Args:
         path: the ``.pth`` file.
@@ -141,11 +121,13 @@ def load_checkpoint(path, device="cpu", trust=False):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             state = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict) or "config" not in state:
+            raise CheckpointError(f"{path} is not a checkpoint: it holds {type(state).__name__!r} data, not the dict "
+                                  "with 'state_dict' and 'config' a trainer writes. Pass the .pth file a run saved.")
         return state
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file gets one clear message
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}).") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a recbole-micro checkpoint (no '{FORMAT}' format mark).")
-    state["config"] = config_from_snapshot(state["config"])
     state["other_parameter"] = from_plain(state.get("other_parameter"))
     return state

@@ -1,21 +1,7 @@
-"""What the compare and tune modes share: a run's metric columns, rows as CSV, fixed.yaml, headless charts,
-progress lines."""
+"""What the compare and tune modes share: rows as CSV, fixed.yaml, progress lines."""
 import csv
 import time
 from pathlib import Path
-
-
-def metric_columns(result):
-    """A finished run's metrics as flat columns: ``valid_<metric>`` and ``test_<metric>``.
-
-    Args:
-        result (dict): what :func:`~recbole_micro.quick_start.run_recbole_micro` or
-            ``objective_function`` returns (``best_valid_result``, ``test_result``; either may be None).
-    """
-    return {
-        **{f"valid_{k}": v for k, v in (result["best_valid_result"] or {}).items()},
-        **{f"test_{k}": v for k, v in (result["test_result"] or {}).items()},
-    }
 
 
 def write_rows_csv(rows, path):
@@ -36,22 +22,12 @@ def write_fixed_yaml(out_dir, model, dataset):
     return path
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 class Progress:
     """One line per finished run: run i of n, its valid and test Recall@20, elapsed, and the time left.
 
     Rows differ in cost by orders of magnitude (ItemKNN seconds, MICRO hours), so once the rows of
     the runs left are known (:meth:`expect`), each run left is timed at the mean time of its row's
-    finished runs, those of earlier sessions included (``timings``); a row with none yet is timed
+    finished runs, those of earlier starts included (``timings``); a row with none yet is timed
     at the mean of all, and the line says how many runs that is. Before that, the mean of this
     process's runs times the runs left.
     """

@@ -3,7 +3,7 @@
 :func:`run_tuned_comparison` first tunes each row of the comparison over a grid, one full run
 (to early stopping) per grid point with the first seed, and keeps the point with the best
 **validation** score; the test split is recorded but never looked at by the selection. Then
-each row runs at its chosen point on every seed through :func:`~recbole_micro.compare.run_comparison`;
+each row runs at its chosen point on every seed through :func:`~recbole_micro.experiments.compare.run_comparison`;
 a row whose every grid point is tried runs on the other seeds while other rows are still tuning
 (after their tuning runs in the queue), so no worker idles, or stops at a deadline, while one fits.
 The grid is each model's ``hyper/<Model>.hyper`` (its ``choice`` lines) or one shared grid for
@@ -18,18 +18,27 @@ Each tuning run is also the comparison's run of that point with the first seed (
 same seed: the same result), recorded as one with its config and log, so the chosen point does
 not run twice; a tuning run interrupted mid-way resumes from its last epoch, as comparison runs
 do. Several workers may run the same command on one ``out_dir`` at once: they share the runs
-(see :mod:`recbole_micro.claims`).
+(see :mod:`recbole_micro.experiments.claims`).
 """
 import ast
 import itertools
 import json
 from pathlib import Path
 
-from recbole_micro.compare import (DEFAULT_PROPOSED, diagnose_recorded_run, parse_model_spec, read_jsonl, read_runs,
-                                   run_comparison, run_name, run_one, run_shared)
 from recbole_micro.errors import ModelSpecError
+from recbole_micro.experiments.compare import (
+    diagnose_recorded_run,
+    parse_model_spec,
+    run_comparison,
+    run_one,
+    run_shared,
+)
+from recbole_micro.experiments.records import read_jsonl, read_runs, run_name
+from recbole_micro.experiments.reports import Progress
+from recbole_micro.experiments.tables import DEFAULT_PROPOSED
 from recbole_micro.files import write_atomically
-from recbole_micro.results import Progress, metric_columns
+from recbole_micro.registry import hyper_dir as shipped_hyper_dir
+from recbole_micro.quick_start import metric_columns
 
 
 def parse_grid(text):
@@ -48,7 +57,7 @@ def parse_grid(text):
 
 def read_hyper_grid(path):
     """{name: [values]} from the ``choice`` lines of a RecBole params file (exhaustive search needs choices)."""
-    from recbole_micro.tune import read_params_file
+    from recbole_micro.experiments.tune import read_params_file
 
     grid = {}
     for name, kind, value in read_params_file(path):
@@ -132,14 +141,15 @@ def read_trials(out_dir):
     return read_jsonl(Path(out_dir) / "tuning.jsonl")
 
 
-def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="hyper", config_file_list=None,
+def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir=None, config_file_list=None,
                          config_dict=None, proposed=None, log=print, diagnose=False, deadline=None):
     """Tune every row on validation with its grid (first seed), then compare the chosen points over ``seeds``.
 
     Args:
         models (list of str): the rows (model names, optionally ``MODEL:key=value,...``).
         grid (dict): one grid for every row ({name: [values]}); None reads ``<hyper_dir>/<Model>.hyper``.
-        Other arguments as :func:`~recbole_micro.compare.run_comparison`.
+        hyper_dir (str or Path): the folder of the grids; None: the shipped ``hyper/`` (:func:`~recbole_micro.registry.hyper_dir`).
+        Other arguments as :func:`~recbole_micro.experiments.compare.run_comparison`.
 
     Returns:
         tuple: (the comparison's rows, {row: chosen trial}).
@@ -148,7 +158,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("logs", "configs"):
         (out_dir / sub).mkdir(exist_ok=True)
-    grids = grids_for(models, hyper_dir, grid)
+    grids = grids_for(models, shipped_hyper_dir() if hyper_dir is None else hyper_dir, grid)
     unused = unused_grid_settings(grids)
     for model, keys in unused.items():
         if keys:
@@ -181,7 +191,7 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir="
              if m in labels and (labels[m], seed) not in finished]
     later = [m for m in models if m not in settled for _ in seeds[1:]]  # the comparison's runs, by row
     progress = Progress(len(todo) + len(early) + len(later), log)
-    for t in trials:  # how long each row's runs took, earlier sessions' included
+    for t in trials:  # how long each row's runs took, earlier starts' included
         progress.add_timings(t["model"], [t["seconds"]])
     for m, label in labels.items():  # a settled row's runs are timed at its chosen point's, not its grid's mean
         progress.add_timings(label, [r["seconds"] for r in recorded if r["model"] == label and "seconds" in r]
@@ -247,7 +257,7 @@ def unused_grid_settings(grids):
     one run; such a row is tuned over the rest of its grid, and ``tuning.md`` says so.
     """
     from recbole_micro.config import settings_not_used_by
-    from recbole_micro.utils import get_model
+    from recbole_micro.registry import get_model
 
     return {row: settings_not_used_by(get_model(parse_model_spec(row)[0]), list(grid)) for row, grid in grids.items()}
 

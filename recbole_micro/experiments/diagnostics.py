@@ -1,4 +1,4 @@
-"""Why MICRO / LATTICE do or do not beat LightGCN on a dataset (issue 18): measured, not guessed.
+"""Why MICRO / LATTICE do or do not beat LightGCN on a dataset: measured, not guessed.
 
 1. **Graph quality against the interactions.** Each kNN graph is tested on how often an item and
    its graph neighbour share at least one training user; random pairs of items that have
@@ -76,8 +76,6 @@ def _weights_summary(alpha, names):
 
 def trained_model_diagnostics(model, item_users, items, rng):
     """Graph quality of a trained MICRO's or LATTICE's graphs, and its modality weights (see the module docstring)."""
-    from recbole_micro.model.general_recommender.lattice import LATTICE
-    from recbole_micro.model.general_recommender.micro import MICRO
     from recbole_micro.model.layers import SparseGraph
 
     model.eval()
@@ -91,11 +89,11 @@ def trained_model_diagnostics(model, item_users, items, rng):
         else:
             for m, graph in graphs.items():
                 out[f"{m} mixed graph A^m (Eq. 5)"] = quality(item_users, graph, items, rng)
-        if isinstance(model, LATTICE):
+        if hasattr(model, "modality_weights"):  # LATTICE's softmax weights over the modality graphs
             weights = model.modality_weights()
             out["modality weights (LATTICE Eq. 6)"] = {m: round(float(weights[k]), 4)
                                                        for k, m in enumerate(model.modality_names)}
-        if isinstance(model, MICRO) and model.use_contrastive:
+        if getattr(model, "use_contrastive", False):  # MICRO's attention fusion of the modality views
             side = model.item_multimodal_embeddings()
             alpha = side["alpha"][items]
             out["attention (Eq. 7)"] = _weights_summary(alpha, model.modality_names)

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_micro.results import metric_columns, pyplot, write_fixed_yaml, write_rows_csv
+from recbole_micro.experiments.charts import pyplot
+from recbole_micro.experiments.reports import write_fixed_yaml, write_rows_csv
+from recbole_micro.quick_start import metric_columns
+from recbole_micro.registry import find_params_file
 
 SENSITIVITY_METRICS = ("recall@20", "ndcg@20")
 
@@ -49,7 +52,8 @@ def run_tuning(params_file, model, dataset, out_dir, algo="exhaustive", max_eval
     """Tune ``model`` on ``dataset`` over ``params_file`` and write the results.
 
     Args:
-        params_file (str): RecBole params file (see the module docstring).
+        params_file (str): RecBole params file (see the module docstring): a path, or the name of a
+            shipped one such as ``MICRO`` or ``sensitivity/MICRO-knn_k`` (:func:`~recbole_micro.registry.find_params_file`).
         algo (str): ``exhaustive``, ``random`` or ``bayes`` (hyperopt's TPE).
         max_evals (int): points to try for random / bayes (exhaustive tries all).
         early_stop (int): stop after this many points without improvement (default: never).
@@ -62,9 +66,7 @@ def run_tuning(params_file, model, dataset, out_dir, algo="exhaustive", max_eval
 
     from recbole_micro.quick_start import objective_function
 
-    params_file = Path(params_file)
-    if not params_file.is_file():
-        raise FileNotFoundError(f"params file {params_file} not found; see hyper/ for examples.")
+    params_file = find_params_file(params_file)
     names = params_in_file(params_file)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,7 @@ def ray_search_space(params_file):
     from ray import tune
 
     space = {}
-    for name, kind, value in read_params_file(params_file):
+    for name, kind, value in read_params_file(find_params_file(params_file)):
         if kind == "choice":
             space[name] = tune.choice(eval(value))  # RecBole's format: a Python list literal
         elif kind == "uniform":
