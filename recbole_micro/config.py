@@ -6,7 +6,10 @@ Priority, lowest first: RecBole's own defaults < ``properties/overall.yaml`` <
 config dicts < ``--key=value`` command-line flags.
 """
 import functools
+import glob
+import hashlib
 import inspect
+import json
 import os
 import re
 import sys
@@ -17,10 +20,11 @@ import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_micro.data.features import FEATURE_ARGUMENTS
-from recbole_micro.errors import SettingsError
+from recbole_micro.errors import CheckpointError, RecBoleMicroError, SettingsError
+from recbole_micro.files import sha256_of
 from recbole_micro.registry import get_model, properties_dir
 from recbole_micro.settings import check_settings, read_settings, unknown_settings, yaml_keys
-from recbole_micro.trainer.checkpoints import from_plain
+from recbole_micro.trainer.checkpoints import from_plain, to_plain
 
 _WARNED = set()  # unknown setting names already reported in this process
 
@@ -219,10 +223,57 @@ def config_from_snapshot(snapshot):
     return config
 
 
-def config_of_checkpoint(saved):
-    """The Config of a loaded checkpoint's ``config``: rebuilt from our plain snapshot, or RecBole's pickled one."""
-    config = config_from_snapshot(saved) if isinstance(saved, dict) else saved
+def config_of_checkpoint(saved, path="the checkpoint"):
+    """The Config of a loaded checkpoint's ``config``: rebuilt from our plain snapshot, or RecBole's pickled one.
+
+    Raises:
+        CheckpointError: ``saved`` is neither (a file that loaded, but is not a run's checkpoint).
+    """
+    if isinstance(saved, dict):
+        try:
+            config = config_from_snapshot(saved)
+        except (KeyError, TypeError, AttributeError, RecBoleMicroError) as err:
+            raise CheckpointError(f"{path} holds no usable run settings ({type(err).__name__}: {err}): pass a "
+                                  "checkpoint that a run saved.") from None
+    elif isinstance(saved, RecBoleConfig):
+        config = saved
+    else:
+        raise CheckpointError(f"{path} is not a run's checkpoint: its 'config' is {type(saved).__name__} data, not "
+                              "a run's settings. Pass a checkpoint that a run saved.")
     # A Config that was not built by __init__ (rebuilt or unpickled) lacks the numpy aliases
     # (np.float, ...) that RecBole 1.2.1's metrics still use: without this, evaluating fails.
     config.compatibility_settings()
     return config
+
+
+MODEL_SHAPING_SETTINGS = ("embedding_size", "modalities", "use_modalities")  # beside each model's own YAML keys
+
+
+def run_identity(config):
+    """What a resume state must match to be continued by this run: the dataset and the settings that shape the model.
+
+    Returns:
+        dict: ``dataset`` (its name), ``dataset_files`` (a SHA-256 over the names and bytes of the
+        dataset folder's ``<dataset>.*`` files and the feature files its ``modalities`` name) and
+        ``settings`` (the model's own YAML keys, ours or RecBole's, and :data:`MODEL_SHAPING_SETTINGS`,
+        as text).
+    """
+    own, _ = _own_settings_and_source(config.model_class if hasattr(config, "model_class") else get_model(config.model))
+    keys = sorted((set(own) | set(MODEL_SHAPING_SETTINGS)) & set(config.final_config_dict))
+    settings = {key: json.dumps(to_plain(config[key]), sort_keys=True, default=str) for key in keys}
+    return {"dataset": config["dataset"], "dataset_files": dataset_files_digest(config), "settings": settings}
+
+
+def dataset_files_digest(config):
+    """SHA-256 over the names and bytes of a dataset's files: ``<data_path>/<dataset>.*`` and its feature files."""
+    folder = Path(config["data_path"])
+    files = set(folder.glob(f"{glob.escape(config['dataset'])}.*")) if folder.is_dir() else set()
+    for spec in (config["modalities"] or {}).values() if isinstance(config["modalities"], dict) else ():
+        for key in ("file", "tokens"):
+            name = spec.get(key) if isinstance(spec, dict) else None
+            if isinstance(name, str) and (folder / name).is_file():
+                files.add(folder / name)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in files if p.is_file()):
+        digest.update(f"{path.name}\0{sha256_of(path)}\0".encode())
+    return digest.hexdigest()

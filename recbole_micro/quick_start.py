@@ -10,7 +10,7 @@ from logging import getLogger
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, set_color
 
-from recbole_micro.config import Config, config_of_checkpoint
+from recbole_micro.config import Config, config_of_checkpoint, run_identity
 from recbole_micro.data.prepared import ensure_dataset_prepared
 from recbole_micro.errors import DistributedError, RecBoleMicroError
 from recbole_micro.files import is_writer
@@ -109,6 +109,8 @@ def run_recbole_micro(model=None, dataset=None, config_file_list=None, config_di
     logger.info(dataset)
     logger.info(model)
     trainer.trust_checkpoint = trust_checkpoint
+    if saved or resume:
+        trainer.run_identity = run_identity(config)  # kept in the resume state, checked by a resume
     if resume:
         trainer.resume_from(resume)
     if started:
@@ -290,9 +292,9 @@ def load_data_and_model(model_file, trust_checkpoint=False):
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
     checkpoint = load_checkpoint(model_file, trust=trust_checkpoint)
-    config = config_of_checkpoint(checkpoint["config"])
+    config = config_of_checkpoint(checkpoint["config"], model_file)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
     dataset, (train_data, valid_data, test_data), model = _build_data_and_model(config)
-    restore_model(model, checkpoint)
+    restore_model(model, checkpoint, source=str(model_file))
     return config, model, dataset, train_data, valid_data, test_data

@@ -130,3 +130,30 @@ def test_the_snapshot_stores_no_device_and_the_loader_picks_this_machines(tiny):
     path = tiny.root / "c.pth"
     save_checkpoint(path, {"config": config, "state_dict": {}})
     assert config_from_snapshot(load_checkpoint(path)["config"])["device"] == torch.device("cpu")
+
+
+def test_a_trusted_file_that_is_not_a_checkpoint_is_one_line_naming_it(tiny):
+    """--trust-checkpoint lets a pickle run, as documented; what it loads is still checked before use."""
+    import fractions
+
+    from helpers import run_script
+
+    from recbole_micro.trainer.checkpoints import FORMAT
+
+    not_a_checkpoint = tiny.root / "fraction.pth"
+    torch.save(fractions.Fraction(1, 3), not_a_checkpoint)  # a pickle weights_only refuses: trust reads it
+    odd_config = tiny.root / "odd-config.pth"
+    torch.save({"state_dict": {}, "config": fractions.Fraction(1, 3)}, odd_config)
+    for path, says in ((not_a_checkpoint, "holds 'Fraction' data"), (odd_config, "its 'config' is Fraction data")):
+        with pytest.raises(CheckpointError, match=says):
+            load_data_and_model(path, trust_checkpoint=True)
+        out = run_script("--recommend", str(path), "--trust-checkpoint", "--out", "recs.csv", cwd=tiny.root)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        (line,) = [line for line in out.stderr.splitlines() if line.startswith("error:")]  # RecBole's own warnings aside
+        assert out.stderr.strip().endswith(line)
+        assert line.startswith(f"error: {path}") and says in line
+        assert not (tiny.root / "recs.csv").exists()
+    plain = tiny.root / "plain.pth"  # plain data with our format mark, but no settings in it
+    torch.save({"format": FORMAT, "state_dict": {}, "config": 5}, plain)
+    with pytest.raises(CheckpointError, match="its 'config' is int data"):
+        load_data_and_model(plain)

@@ -169,3 +169,88 @@ def test_a_resumed_runs_kept_log_holds_every_start_in_order(tiny, monkeypatch):
     run_comparison(["VBPR"], "tiny", [5], out2, config_dict=config, log=lambda *_: None)
     (row,) = read_runs(out2)
     assert (out2 / row["log"]).read_text() == "the first start\nthe second start\n"
+
+
+def twin_dataset(tiny, name):
+    """A copy of the tiny dataset's files under another dataset name, with its settings; shapes identical."""
+    folder = tiny.root / name
+    folder.mkdir()
+    for path in tiny.dir.iterdir():
+        (folder / path.name.replace("tiny.", f"{name}.", 1)).write_bytes(path.read_bytes())
+    modalities = {m: {"file": f"{name}.{m}.npy", "tokens": f"{name}.{m}.tokens"} for m in ("visual", "textual")}
+    return folder, modalities
+
+
+def swap_one_interaction(inter_file):
+    """Point the last interaction at another item the user has not got: same users, items and counts."""
+    lines = inter_file.read_text().splitlines()
+    user, item = lines[-1].split("\t")[:2]
+    taken = {line.split("\t")[1] for line in lines[1:] if line.split("\t")[0] == user}
+    other = next(line.split("\t")[1] for line in lines[1:] if line.split("\t")[1] not in taken)
+    lines[-1] = lines[-1].replace(f"\t{item}\t", f"\t{other}\t", 1)
+    inter_file.write_text("\n".join(lines) + "\n")
+
+
+def started_run(tiny, **settings):
+    """The checkpoint of a 2-epoch VBPR run on the tiny dataset, and its resume file's bytes."""
+    result = run_recbole_micro(model="VBPR", dataset="tiny", config_dict=tiny.config_dict(epochs=2, **settings))
+    resume_file = resume_file_of(result["saved_model_file"])
+    return result["saved_model_file"], resume_file, resume_file.read_bytes()
+
+
+def test_a_resume_state_of_another_dataset_with_the_same_shapes_is_refused(tiny):
+    checkpoint, resume_file, before = started_run(tiny)
+    folder, modalities = twin_dataset(tiny, "other")
+    swap_one_interaction(folder / "other.inter")
+    with pytest.raises(ResumeError, match="another run .*dataset 'tiny', here 'other'"):
+        run_recbole_micro(model="VBPR", dataset="other", resume=checkpoint,
+                          config_dict=tiny.config_dict(epochs=3, modalities=modalities))
+    assert resume_file.read_bytes() == before
+
+
+def test_a_resume_state_whose_dataset_files_changed_since_is_refused(tiny):
+    checkpoint, resume_file, before = started_run(tiny)
+    swap_one_interaction(tiny.dir / "tiny.inter")
+    with pytest.raises(ResumeError, match="files of dataset 'tiny' .* have changed since the run started"):
+        run_recbole_micro(model="VBPR", dataset="tiny", resume=checkpoint, config_dict=tiny.config_dict(epochs=3))
+    assert resume_file.read_bytes() == before
+
+
+def test_a_resume_with_other_model_settings_names_them(tiny):
+    checkpoint, resume_file, before = started_run(tiny)
+    with pytest.raises(ResumeError, match="embedding_size: 64, here 32"):
+        run_recbole_micro(model="VBPR", dataset="tiny", resume=checkpoint,
+                          config_dict=tiny.config_dict(epochs=3, embedding_size=32))
+    assert resume_file.read_bytes() == before
+
+
+def test_a_state_without_an_identity_that_does_not_fit_names_the_weights(tiny):
+    """A state of an older version has no identity: weights of other shapes are refused by name, not a traceback."""
+    checkpoint, resume_file, _ = started_run(tiny)
+    state = torch.load(resume_file, weights_only=True)
+    del state["identity"]
+    torch.save(state, resume_file)
+    with pytest.raises(ResumeError, match=r"does not fit this model \(.*: saved \(\d+, 64\), here \(\d+, 32\)"):
+        run_recbole_micro(model="VBPR", dataset="tiny", resume=checkpoint,
+                          config_dict=tiny.config_dict(epochs=3, embedding_size=32))
+
+
+def test_the_command_line_refuses_another_runs_state_in_one_line(tiny):
+    from helpers import run_script
+
+    checkpoint, resume_file, before = started_run(tiny)
+    _, modalities = twin_dataset(tiny, "other")
+    settings = tiny.write_config("other.yaml", epochs=3, modalities=modalities)
+    out = run_script("-m", "VBPR", "-d", "other", f"--config_files={settings}", "--resume", checkpoint, cwd=tiny.root)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if line.startswith("error:")]  # RecBole's own warnings aside
+    assert out.stderr.strip().endswith(line)
+    assert line.startswith(f"error: {resume_file} is the resume state of another run") and "'other'" in line
+    assert resume_file.read_bytes() == before
+
+
+def test_a_resume_file_that_is_not_a_resume_state_is_one_line(tiny):
+    checkpoint, resume_file, _ = started_run(tiny)
+    torch.save([1, 2, 3], resume_file)
+    with pytest.raises(ResumeError, match="is not a resume state \\(it holds list data\\)"):
+        run_recbole_micro(model="VBPR", dataset="tiny", resume=checkpoint, config_dict=tiny.config_dict(epochs=3))

@@ -39,10 +39,44 @@ from recbole_micro.trainer.checkpoints import from_plain, load_checkpoint, save_
 RESUME_SUFFIX = ".resume.pth"
 
 
-def restore_model(model, checkpoint):
-    """Load a checkpoint's weights and cached tensors into ``model``."""
+def restore_model(model, checkpoint, source="the checkpoint"):
+    """Load a checkpoint's weights and cached tensors into ``model``, once their names and shapes fit it.
+
+    Raises:
+        CheckpointError: the weights are another model's, or of other shapes (another dataset's
+            items, other embedding settings); the message names the first that differ.
+    """
+    misfits = weight_misfits(checkpoint["state_dict"], model.state_dict())
+    if misfits:
+        raise CheckpointError(f"{source} does not fit this model ({'; '.join(misfits[:3])}"
+                              f"{' ...' if len(misfits) > 3 else ''}): it was trained on another dataset "
+                              "(other item or user counts, feature widths) or with other model settings.")
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def weight_misfits(saved, own):
+    """What keeps the weights ``saved`` from loading into a model whose state dict is ``own``, one line each."""
+    misfits = [f"{name}: saved {tuple(value.shape)}, here {tuple(own[name].shape)}" for name, value in saved.items()
+               if name in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[name].shape)]
+    misfits += [f"{name}: saved, not in this model" for name in saved if name not in own]
+    misfits += [f"{name}: in this model, not saved" for name in own if name not in saved]
+    return misfits
+
+
+def identity_differences(saved, current):
+    """The entries in which two run identities (:attr:`CheckpointMixin.run_identity`) differ, one line each."""
+    lines = []
+    if saved.get("dataset") != current.get("dataset"):
+        lines.append(f"dataset {saved.get('dataset')!r}, here {current.get('dataset')!r}")
+    elif saved.get("dataset_files") != current.get("dataset_files"):
+        lines.append(f"the files of dataset {current.get('dataset')!r} (atomic and feature files) have changed "
+                     "since the run started")
+    settings, here = saved.get("settings", {}), current.get("settings", {})
+    for key in sorted(set(settings) | set(here)):
+        if settings.get(key) != here.get(key):
+            lines.append(f"{key}: {settings.get(key, '(unset)')}, here {here.get(key, '(unset)')}")
+    return lines
 
 
 def resume_file_of(checkpoint_file):
@@ -89,6 +123,9 @@ class CheckpointMixin:
     run its own checkpoint file, written as plain data."""
 
     trust_checkpoint = False  # also read pickled (RecBole-format) checkpoints: --trust-checkpoint
+    # What a resume state must match: {"dataset", "dataset_files" (a digest), "settings" (those that
+    # shape the model)}, set by the caller; None records and checks nothing.
+    run_identity = None
 
     def __init__(self, config, model):
         multi_process = distributed.is_distributed(config)
@@ -162,6 +199,7 @@ class CheckpointMixin:
             "scheduler": self.scheduler.state_dict() if getattr(self, "scheduler", None) is not None else None,
             "random": random_states(train_data),
             "model": self.config["model"],
+            "identity": self.run_identity,
             "fit_seconds": self.fit_seconds(),  # the run's training time so far, earlier starts' included
         }
         write_atomically(resume_file_of(self.saved_model_file), lambda tmp: torch.save(state, tmp))
@@ -188,8 +226,16 @@ class CheckpointMixin:
             state = torch.load(resume_file, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
             raise ResumeError(f"{resume_file} is not a readable resume state ({err}).") from None
+        if not isinstance(state, dict) or not {"model", "state_dict", "epoch"} <= set(state):
+            raise ResumeError(f"{resume_file} is not a resume state (it holds {type(state).__name__} data): give the "
+                              "checkpoint (.pth) or the .resume.pth file of the run to continue.")
         if state["model"] != self.config["model"]:
             raise ResumeError(f"{resume_file} is a {state['model']} run; this run is {self.config['model']}.")
+        if state.get("identity") and self.run_identity:  # a state written before identities were kept has none
+            differences = identity_differences(state["identity"], self.run_identity)
+            if differences:
+                raise ResumeError(f"{resume_file} is the resume state of another run ({'; '.join(differences[:4])}): "
+                                  "resume with the run's own dataset and settings, or start a new run without --resume.")
         self.saved_model_file = str(checkpoint_file_of(resume_file))
         if Path(self.saved_model_file).is_file():  # the test evaluation reloads it: fail now, not after training
             try:
@@ -197,7 +243,10 @@ class CheckpointMixin:
             except CheckpointError as err:
                 raise ResumeError(f"Cannot resume: the run's best model cannot be reloaded. {err}") from None
         state["other_parameter"] = from_plain(state["other_parameter"])
-        restore_model(self.model, state)
+        try:
+            restore_model(self.model, state, source=str(resume_file))
+        except CheckpointError as err:
+            raise ResumeError(f"Cannot resume: {err}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
