@@ -1,21 +1,147 @@
 """Writing a prepared dataset: benchmark .inter files, .item, aligned features, a summary.
 
-Every file is written atomically (temp file, then rename) and deterministically, so a re-run on
-the same inputs gives byte-identical outputs.
+A dataset folder is written whole: into a temporary folder beside it, which then replaces it
+(:func:`replacing_folder`), so an error leaves the old folder exactly as it was. Files added to an
+existing folder (a split, a text modality) are written together the same way
+(:func:`adding_files`). Every file is written deterministically, so a re-run on the same inputs
+gives byte-identical outputs.
 """
-import json
+import argparse
+import os
 import re
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
+from recbole_micro.errors import RecBoleMicroError
 from recbole_micro.files import write_atomically, write_feature_files
 
 SPLITS = ("train", "valid", "test")
+DATASET_NAME = re.compile(r"^\w[\w.-]*$")
 
 
 class PrepError(Exception):
     """Bad input to a converter: the message names the file and the fix."""
+
+
+def dataset_folder(out_root, name):
+    """``<out_root>/<name>``, once ``name`` is known to be one folder name (never ``out_root`` itself)."""
+    if not DATASET_NAME.match(str(name)):
+        raise PrepError(f"--name {name!r}: a dataset name is a letter or digit, then letters, digits, '.', '-' "
+                        "or '_' (it names the folder <out>/<name>/ and its files).")
+    return Path(out_root) / name
+
+
+@contextmanager
+def replacing_folder(target, log=print):
+    """Write a folder whole: yield an empty folder beside ``target`` to write into.
+
+    When the block ends without an error, the new folder replaces ``target`` (two renames; what
+    the old folder held is gone, and the log lists the entries the new one does not have). On
+    any error the new folder is removed and ``target`` is left untouched. A folder inside
+    ``target`` where the new one has a file is refused, leaving everything as it was.
+    """
+    target = Path(target)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.exists() and not target.is_dir():
+        raise PrepError(f"{target} is a file where the dataset folder goes: move it away, or pass another --out or "
+                        "--name.")
+    created = missing_folders(target.parent)
+    staging = new_folder(target.with_name(f".{target.name}.tmp{os.getpid()}"), like=target)
+    try:
+        yield staging
+        refuse_clashes(staging, target)
+        swap_in(staging, target, log)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_empty(created)
+        raise
+
+
+@contextmanager
+def adding_files(folder):
+    """Write several files into ``folder`` together: yield an empty folder to write them into.
+
+    When the block ends without an error, each file written there is renamed into ``folder``,
+    replacing a file of the same name; on any error none is, and ``folder`` is left untouched.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PrepError(f"{folder} is a file, not a folder to write into: pass the dataset folder.")
+    created = missing_folders(folder)
+    staging = new_folder(folder / f".tmp{os.getpid()}")
+    try:
+        yield staging
+        refuse_clashes(staging, folder)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, folder / path.name)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        remove_empty(created)
+        raise
+
+
+def missing_folders(folder):
+    """The folders from ``folder`` up that do not exist yet, deepest first."""
+    folder = Path(folder)
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_empty(folders):
+    """Remove ``folders`` (deepest first) as long as they are empty: undo :func:`missing_folders`' creations."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def new_folder(path, like=None):
+    """Create the empty folder ``path`` (and its parents), with the permissions of ``like`` when it exists."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(path, ignore_errors=True)  # left behind by a run killed under this process id
+        path.mkdir()
+    except OSError as err:
+        raise PrepError(f"Cannot create {err.filename or path} ({err.strerror}): pass an --out folder you can "
+                        "write to.") from None
+    if like is not None and Path(like).is_dir():
+        shutil.copymode(like, path)
+    return path
+
+
+def refuse_clashes(staging, target):
+    """A PrepError if ``target`` has a folder where ``staging`` has a file."""
+    for path in sorted(staging.rglob("*")):
+        there = Path(target) / path.relative_to(staging)
+        if path.is_file() and there.is_dir():
+            raise PrepError(f"{there} is a folder where the converter writes a file: move it away and run again "
+                            "(nothing was changed).")
+
+
+def swap_in(staging, target, log):
+    """Rename ``staging`` onto ``target``; the old ``target`` is removed once the new one is in place."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    gone = sorted(set(os.listdir(target)) - set(os.listdir(staging)))
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if gone:
+        listed = ", ".join(gone[:5]) + (f" and {len(gone) - 5} more" if len(gone) > 5 else "")
+        log(f"  {target} was replaced whole; the old folder's {listed} (not written by this converter) "
+            "are gone: run what made them again if you need them.")
 
 
 def write_lines(path, header, rows):
@@ -42,23 +168,6 @@ def write_benchmark(out_dir, name, splits, item_tokens, item_fields=None):
     header = ["item_id:token"] + list(fields)
     rows = [[t] + [fields[f][i] for f in fields] for i, t in enumerate(item_tokens)]
     write_lines(out_dir / f"{name}.item", header, rows)
-
-
-def load_feature_rows(path, n_rows, what):
-    """Open a feature matrix whose row r belongs to item id r, checking its shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{what} not found: {path}. Pass its location, or --no-features to import interactions only.")
-    matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-    if matrix.ndim != 2 or matrix.shape[0] != n_rows:
-        raise PrepError(
-            f"{path} has shape {matrix.shape}, but the interactions use {n_rows} item ids: row r must be "
-            f"item r. Is it the feature file of this dataset?"
-        )
-    if not np.isfinite(matrix).all():
-        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-        raise PrepError(f"{path} has NaN or infinite values in rows {bad[:10].tolist()}; fix them before importing.")
-    return matrix
 
 
 def write_features(out_dir, name, modality, matrix, item_tokens):
@@ -93,17 +202,6 @@ def summary(name, out_dir, splits, n_items, feature_shapes):
     for modality, shape in feature_shapes.items():
         lines.append(f"  {modality} features: {shape[0]} x {shape[1]}")
     return "\n".join(lines)
-
-
-def read_json(path):
-    path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{path} not found.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise PrepError(f"{path} is not valid JSON: {err}") from err
 
 
 MODALITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -188,18 +286,20 @@ def write_prepared(out_root, name, splits, item_tokens, features, log=print):
         features (dict): modality -> (n_items, dim) matrix whose row r is ``item_tokens[r]``.
 
     Returns:
-        Path: the dataset folder.
+        Path: the dataset folder, written whole (:func:`replacing_folder`).
     """
-    out_dir = Path(out_root) / name
+    out_dir = dataset_folder(out_root, name)
     splits, dropped = collapse_duplicates(splits)
     for split, count in dropped.items():
         if count:
             log(f"  {count} duplicate (user, item) pairs in {split} collapsed (kept the first occurrence).")
-    write_benchmark(out_dir, name, splits, item_tokens)
-    shapes = {m: write_features(out_dir, name, m, matrix, item_tokens) for m, matrix in features.items()}
-    yaml_file = write_dataset_yaml(out_dir, name, list(features))
+    with replacing_folder(out_dir, log) as staging:
+        write_benchmark(staging, name, splits, item_tokens)
+        shapes = {m: write_features(staging, name, m, matrix, item_tokens) for m, matrix in features.items()}
+        write_dataset_yaml(staging, name, list(features))
     log(summary(name, out_dir, splits, len(item_tokens), shapes))
-    log(f"  settings: {yaml_file} (run: python run_recbole_micro.py -d {name} --data_path={Path(out_root)})")
+    log(f"  settings: {out_dir / f'{name}.yaml'} (run: python run_recbole_micro.py -d {name} "
+        f"--data_path={Path(out_root)})")
     return out_dir
 
 
@@ -232,13 +332,36 @@ def add_feature_arguments(parser, beside):
     parser.add_argument("--skip-malformed", action="store_true", help="leave malformed entries out (reported)")
 
 
-def run_cli(action, *args, **kwargs):
-    """Run a converter for a command line: a PrepError becomes one message and exit code 2."""
-    import sys
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit code 2, as the converters' own errors are."""
 
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def cli_parser(doc, module):
+    """The argument parser of ``python -m dataset_prep.<module>``, its help the module docstring."""
+    return OneLineParser(prog=f"python -m dataset_prep.{module}", description=doc,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_cli(action, *args, **kwargs):
+    """Run a converter for a command line: a bad input becomes one line on stderr and exit code 2.
+
+    PrepError and recbole-micro's own errors name the file and the fix; an OSError the converter
+    did not foresee (a full disk, a permission) still names its file.
+    """
     try:
         action(*args, **kwargs)
-    except PrepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (PrepError, RecBoleMicroError) as err:
+        return fail(str(err))
+    except OSError as err:
+        return fail(f"{err.filename or 'a file'}: {err.strerror or err}. Check the path, its permissions and the "
+                    "free space, then run again (an interrupted dataset folder is left as it was).")
     return 0
+
+
+def fail(message):
+    """Print ``message`` as one ``error:`` line on stderr; the exit code 2."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    return 2

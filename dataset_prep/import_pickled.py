@@ -6,7 +6,8 @@ Input (the layout several published multimodal datasets use):
 
 Output in <out>/<name>/: as ``dataset_prep.import_official`` writes it, and <name>.yaml listing
 the modalities. User and item tokens are the row and column numbers. Items with features and
-no interaction (an all-zero column) stay items: cold start.
+no interaction (an all-zero column) stay items: cold start. With --no-features the items are
+the columns that hold an interaction.
 
 A pickle can carry code that runs when it is loaded. These files are read with an unpickler
 that admits only the scipy.sparse matrix classes and the numpy pieces they are made of, and
@@ -21,7 +22,6 @@ Example:
         --modality visual=data/tiktok/image_feat.npy --modality acoustic=data/tiktok/audio_feat.npy \\
         --modality textual=data/tiktok/text_feat.npy
 """
-import argparse
 import importlib
 import io
 import pickle
@@ -35,11 +35,13 @@ from dataset_prep.common import (
     SPLITS,
     PrepError,
     add_output_arguments,
-    load_feature_rows,
+    cli_parser,
+    dataset_folder,
     modality_files,
     run_cli,
     write_prepared,
 )
+from dataset_prep.inputs import load_feature_rows, read_bytes
 
 DEFAULT_FILES = {"train": "trnMat.pkl", "valid": "valMat.pkl", "test": "tstMat.pkl"}
 SPARSE_CLASSES = {"csr_matrix", "csc_matrix", "coo_matrix", "dok_matrix", "lil_matrix",
@@ -83,10 +85,9 @@ def _import_numpy_part(module, name):
 def load_sparse_pickle(path):
     """The scipy sparse matrix pickled in ``path``, loaded without running any code it may carry."""
     path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{path} not found.")
+    data = read_bytes(path, ": pass --folder (the folder holding trnMat.pkl, valMat.pkl, tstMat.pkl) or the file.")
     try:
-        matrix = SparseOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
+        matrix = SparseOnlyUnpickler(io.BytesIO(data)).load()
     except RefusedObject as err:
         raise PrepError(
             f"{path} holds {err}, which is not a scipy sparse matrix or a numpy array: refused without "
@@ -96,7 +97,15 @@ def load_sparse_pickle(path):
         raise PrepError(f"{path} is not a readable pickle ({type(err).__name__}: {err}).") from None
     if not sp.issparse(matrix):
         raise PrepError(f"{path} holds a {type(matrix).__name__}, not a scipy sparse user x item matrix.")
-    return sp.coo_matrix(matrix)
+    try:
+        matrix = sp.coo_matrix(matrix)
+        matrix.check_format() if hasattr(matrix, "check_format") else None
+    except Exception as err:  # noqa: BLE001 - inconsistent internals of a crafted or damaged matrix
+        raise PrepError(f"{path} holds a damaged sparse matrix ({type(err).__name__}: {err}): export it "
+                        "again.") from None
+    if np.asarray(matrix.data).dtype.kind not in "biuf":
+        raise PrepError(f"{path} holds values of dtype {matrix.data.dtype}, not numbers: store 1 per interaction.")
+    return matrix
 
 
 def split_pairs(matrices, files, allow_overlap, log):
@@ -136,6 +145,7 @@ def split_pairs(matrices, files, allow_overlap, log):
 def import_pickled(name, out, train=None, valid=None, test=None, folder=None, modality=None, no_features=False,
                    allow_overlap=False, log=print):
     """Convert the three pickled matrices and the feature files; returns the dataset folder."""
+    dataset_folder(out, name)  # a bad --name is refused before any reading
     folder = Path(folder) if folder else None
     given = {"train": train, "valid": valid, "test": test}
     files = {}
@@ -154,16 +164,22 @@ def import_pickled(name, out, train=None, valid=None, test=None, folder=None, mo
         beside = folder or files["train"].parent
         features = {m: load_feature_rows(path, n_items, f"{m} features")
                     for m, path in modality_files(beside, modality).items()}
-    cold = n_items - len({i for split in SPLITS for _, i in pairs[split]})
-    if cold:
-        log(f"  {cold} items have no interaction in any split: kept as items (cold start)")
-    item_tokens = [str(i) for i in range(n_items)]
+    used = sorted({i for split in SPLITS for _, i in pairs[split]})
+    if not used:
+        raise PrepError(f"{', '.join(p.name for p in files.values())} hold no interaction (every stored value is 0): "
+                        "are they the split matrices of this dataset?")
+    if no_features:  # the items are the columns with an interaction: no table is sized by the column count
+        item_tokens = [str(i) for i in used]
+    else:
+        if n_items > len(used):
+            log(f"  {n_items - len(used)} items have no interaction in any split: kept as items (cold start)")
+        item_tokens = [str(i) for i in range(n_items)]
     splits = {split: [(str(u), str(i)) for u, i in pairs[split]] for split in SPLITS}
     return write_prepared(out, name, splits, item_tokens, features, log=log)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser(__doc__, "import_pickled")
     parser.add_argument("--name", required=True, help="dataset name for RecBole")
     add_output_arguments(parser, beside="in the folder")
     parser.add_argument("--folder", help="folder holding trnMat.pkl, valMat.pkl, tstMat.pkl (and the features)")
