@@ -25,12 +25,41 @@ class PrepError(Exception):
     """Bad input to a converter: the message names the file and the fix."""
 
 
-def dataset_folder(out_root, name):
-    """``<out_root>/<name>``, once ``name`` is known to be one folder name (never ``out_root`` itself)."""
-    if not DATASET_NAME.match(str(name)):
+def dataset_name(name):
+    """``name`` once it is known to be one folder name: never a path, never ``.`` or ``..``."""
+    if not DATASET_NAME.fullmatch(str(name)):
         raise PrepError(f"--name {name!r}: a dataset name is a letter or digit, then letters, digits, '.', '-' "
                         "or '_' (it names the folder <out>/<name>/ and its files).")
-    return Path(out_root) / name
+    return str(name)
+
+
+def dataset_folder(out_root, name):
+    """``<out_root>/<name>``, once ``name`` is known to be one folder name (never ``out_root`` itself)."""
+    return Path(out_root) / dataset_name(name)
+
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy.random.RandomState accepts
+
+
+def whole_number(minimum, maximum=None):
+    """An argparse ``type`` for a whole number from ``minimum`` to ``maximum`` (no upper bound when None)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: allowed {allowed}")
+        return value
+
+    return parse
+
+
+def is_field(token):
+    """Whether ``token`` can be one field of a tab-separated line: a non-empty string without tabs or line breaks."""
+    return isinstance(token, str) and bool(token.strip()) and not any(c in token for c in "\t\r\n")
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from dataset_prep.common import (
     add_feature_arguments,
     cli_parser,
     dataset_folder,
+    is_field,
     modality_files,
     report_malformed,
     run_cli,
@@ -39,8 +40,9 @@ def is_id(value):
 
 
 def interaction_dir(folder):
+    """The folder holding the split files: ``<folder>/5-core`` when it has train.json, else ``folder``."""
     folder = Path(folder)
-    return folder / "5-core" if (folder / "5-core" / "train.json").is_file() else folder
+    return folder / "5-core" if (folder / "5-core" / "train.json").exists() else folder
 
 
 def parse_split(path, skip_malformed):
@@ -75,7 +77,7 @@ def inverse_map(path, what):
         raise PrepError(f"{path} holds a JSON {json_type(mapping)}; it must hold an object mapping each {what} "
                         f"token to its integer id, e.g. {example}.")
     for token, i in mapping.items():
-        if not is_id(i) or not token.strip() or any(c in token for c in "\t\r\n"):
+        if not is_id(i) or not is_field(token):
             raise PrepError(f"{path} maps {token[:60]!r} to {str(i)[:60]!r}; it must map each {what} token (no tabs "
                             f"or line breaks) to an integer id 0 or more, e.g. {example}.")
     inverse = {i: t for t, i in mapping.items()}

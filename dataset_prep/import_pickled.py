@@ -158,7 +158,7 @@ def import_pickled(name, out, train=None, valid=None, test=None, folder=None, mo
             raise PrepError(f"Give --{split} (the {split} matrix), or --folder holding {DEFAULT_FILES[split]}.")
     matrices = {split: load_sparse_pickle(path) for split, path in files.items()}
     pairs = split_pairs(matrices, {s: p.name for s, p in files.items()}, allow_overlap, log)
-    n_users, n_items = matrices["train"].shape
+    n_items = matrices["train"].shape[1]
     features = {}
     if not no_features:
         beside = folder or files["train"].parent

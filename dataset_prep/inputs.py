@@ -151,6 +151,7 @@ def open_feature_matrix(path, what):
 
 
 def check_feature_dtype(path, what, shape, dtype):
+    """A PrepError unless ``dtype`` is numeric and ``shape`` two-dimensional with at least one column."""
     if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
         raise PrepError(f"{path} ({what}) holds dtype {dtype}, not numbers (it is never unpickled): save it as "
                         "floats, e.g. numpy.save(path, numpy.asarray(matrix, dtype=numpy.float32)).")

@@ -23,37 +23,55 @@ For RecBole's own ratio split instead, use ``--benchmark_filename=None`` (it rea
 Example:
     python -m dataset_prep.split --dir dataset/baby --name baby --mode cold --prefix cold-
 """
-import argparse
+import re
 import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from dataset_prep.common import SPLITS, PrepError, run_cli, write_lines
+from dataset_prep.common import (
+    SEED_RANGE,
+    SPLITS,
+    PrepError,
+    adding_files,
+    cli_parser,
+    dataset_name,
+    run_cli,
+    whole_number,
+    write_lines,
+)
+from dataset_prep.inputs import read_header, read_lines
 
 HEADER = ["user_id:token", "item_id:token"]
+PREFIX = re.compile(r"[\w.-]*")
+
+
+def field_names(header_line):
+    """The field names of a RecBole header line (``user_id:token`` -> ``user_id``)."""
+    return [h.split(":")[0] for h in header_line.split("\t")]
 
 
 def read_pairs(path):
     """(user, item) token pairs of a RecBole .inter file, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{path} not found: the splitter needs every interaction in <name>.inter.")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    header = [h.split(":")[0] for h in lines[0].split("\t")]
+    lines = read_lines(path, ": the splitter needs every interaction in <name>.inter (an importer writes it).")
+    first = read_header(lines, path, "\t".join(HEADER))
+    header = field_names(first)
     if "user_id" not in header or "item_id" not in header:
-        raise PrepError(f"{path}: the header must name user_id and item_id, got {lines[0]!r}.")
+        raise PrepError(f"{path}: the header must name user_id and item_id, got {first!r}.")
     u, i = header.index("user_id"), header.index("item_id")
     pairs, bad = [], []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines:
         fields = line.split("\t")
-        if len(fields) != len(header) or not fields[u] or not fields[i]:
+        if len(fields) != len(header) or not fields[u].strip() or not fields[i].strip():
             bad.append(number)
             continue
         pairs.append((fields[u], fields[i]))
     if bad:
         raise PrepError(f"{path}: {len(bad)} malformed lines, e.g. line(s) {bad[:10]}; expected {len(header)} tab-separated fields.")
+    if not pairs:
+        raise PrepError(f"{path} has no interactions after its header: nothing to split. Import the dataset again.")
     return pairs
 
 
@@ -93,16 +111,42 @@ def cold_start_split(pairs, item_tokens, seed=123):
 
 
 def read_item_tokens(path):
+    """Every item token of a RecBole .item file, in file order; each once."""
     path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{path} not found: the cold-start split draws from every item listed there.")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    column = [h.split(":")[0] for h in lines[0].split("\t")].index("item_id")
-    return [line.split("\t")[column] for line in lines[1:]]
+    lines = read_lines(path, ": the cold-start split draws from every item listed there (an importer writes it).")
+    first = read_header(lines, path, "item_id:token")
+    header = field_names(first)
+    if "item_id" not in header:
+        raise PrepError(f"{path}: the header must name item_id, got {first!r}.")
+    column = header.index("item_id")
+    tokens, seen = [], set()
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != len(header) or not fields[column].strip():
+            raise PrepError(f"{path} line {number}: {line[:60]!r} is not {len(header)} tab-separated fields with an "
+                            "item_id.")
+        if fields[column] in seen:
+            raise PrepError(f"{path} line {number}: item {fields[column][:60]!r} is listed twice; each item once.")
+        seen.add(fields[column])
+        tokens.append(fields[column])
+    if not tokens:
+        raise PrepError(f"{path} has no items after its header: the cold-start split draws from them. Import the "
+                        "dataset again.")
+    return tokens
+
+
+def check_prefix(prefix):
+    """``prefix`` once it can start a file name: letters, digits, '.', '-' and '_' only."""
+    if not PREFIX.fullmatch(prefix):
+        raise PrepError(f"--prefix {prefix!r}: use letters, digits, '.', '-' or '_' (it starts the split files' "
+                        "suffixes, e.g. 'cold-').")
+    return prefix
 
 
 def split_dataset(directory, name, mode, prefix="", seed=123, log=print):
+    """Split ``<directory>/<name>.inter`` and write the three split files together; the splits."""
     directory = Path(directory)
+    name, prefix = dataset_name(name), check_prefix(prefix)
     pairs = read_pairs(directory / f"{name}.inter")
     if mode == "official":
         splits = official_warm_split(pairs, seed)
@@ -111,20 +155,21 @@ def split_dataset(directory, name, mode, prefix="", seed=123, log=print):
         log(f"  cold items: {len(test_items)} test, {len(valid_items)} validation (kept in {name}.item)")
     else:
         raise PrepError(f"--mode is {mode!r}; use 'official' or 'cold'.")
-    for split in SPLITS:
-        write_lines(directory / f"{name}.{prefix}{split}.inter", HEADER, splits[split])
+    with adding_files(directory) as staging:
+        for split in SPLITS:
+            write_lines(staging / f"{name}.{prefix}{split}.inter", HEADER, splits[split])
     users = {s: len({u for u, _ in splits[s]}) for s in SPLITS}
     log(f"Split '{name}' ({mode}, seed {seed}): " + ", ".join(f"{s} {len(splits[s])} rows / {users[s]} users" for s in SPLITS))
     return splits
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser(__doc__, "split")
     parser.add_argument("--dir", required=True, help="the dataset folder, e.g. dataset/baby")
     parser.add_argument("--name", required=True, help="the dataset name, e.g. baby")
     parser.add_argument("--mode", choices=["official", "cold"], required=True, help="warm-start (official) or cold-start")
     parser.add_argument("--prefix", default="", help="prefix of the split suffixes, e.g. 'cold-' (default: none)")
-    parser.add_argument("--seed", type=int, default=123, help="numpy seed (official code: 123)")
+    parser.add_argument("--seed", type=whole_number(*SEED_RANGE), default=123, help="numpy seed (official code: 123)")
     args = parser.parse_args(argv)
     return run_cli(split_dataset, args.dir, args.name, args.mode, args.prefix, args.seed)
 

@@ -9,12 +9,11 @@ whose text is empty get no row (they follow the dataset's missing-feature policy
 Example:
     python -m dataset_prep.text_features --item-file dataset/baby/baby.item --name baby --out dataset/baby
 """
-import argparse
-import csv
 import sys
 from pathlib import Path
 
-from dataset_prep.common import PrepError, run_cli, write_features
+from dataset_prep.common import PrepError, adding_files, cli_parser, dataset_name, run_cli, whole_number, write_features
+from dataset_prep.inputs import read_header, read_lines
 from recbole_micro.data.text_encoder import DEFAULT_TEXT_ENCODER, encode_texts, load_text_encoder
 
 DEFAULT_BATCH = 64
@@ -23,23 +22,26 @@ DEFAULT_BATCH = 64
 def read_item_texts(path, fields, id_field="item_id"):
     """``(tokens, texts)``: the non-empty joined ``fields`` of each item, in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise PrepError(f"{path} not found.")
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = [h.split(":")[0] for h in next(reader)]
-        missing = [c for c in [id_field, *fields] if c not in header]
-        if missing:
-            raise PrepError(f"{path} has no column(s) {missing}; its columns are {header}.")
-        columns = [header.index(c) for c in fields]
-        tokens, texts = [], []
-        for number, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise PrepError(f"{path} line {number}: {len(row)} fields, expected {len(header)}.")
-            text = ". ".join(row[c].strip() for c in columns if row[c].strip())
-            if text:
-                tokens.append(row[header.index(id_field)])
-                texts.append(text)
+    lines = read_lines(path, ": pass --item-file, a tab-separated file with an item id column.")
+    header = [h.split(":")[0] for h in read_header(lines, path, f"{id_field}:token<TAB>title:token_seq").split("\t")]
+    missing = [c for c in [id_field, *fields] if c not in header]
+    if missing:
+        raise PrepError(f"{path} has no column(s) {missing}; its columns are {header}. Pass --fields and --id-field "
+                        "naming its columns.")
+    columns, id_column = [header.index(c) for c in fields], header.index(id_field)
+    tokens, texts, seen = [], [], set()
+    for number, line in lines:
+        row = line.split("\t")
+        if len(row) != len(header):
+            raise PrepError(f"{path} line {number}: {len(row)} fields, expected {len(header)}.")
+        text = ". ".join(row[c].strip() for c in columns if row[c].strip())
+        if not text:
+            continue
+        if row[id_column] in seen:
+            raise PrepError(f"{path} line {number}: item {row[id_column][:60]!r} is listed twice; each item once.")
+        seen.add(row[id_column])
+        tokens.append(row[id_column])
+        texts.append(text)
     return tokens, texts
 
 
@@ -56,24 +58,36 @@ def write_text_features(out_dir, name, tokens, texts, encoder=None, batch_size=D
     return write_features(out_dir, name, "textual", matrix, tokens)
 
 
+def add_text_features(item_file, name, out, fields, id_field="item_id", encoder_path=None, batch_size=DEFAULT_BATCH,
+                      log=print):
+    """Read the item texts, embed them and add ``<name>.textual.npy/.tokens`` to the folder ``out`` together."""
+    name = dataset_name(name)
+    fields = [f.strip() for f in fields if f.strip()]
+    if not fields:
+        raise PrepError("--fields is empty: name the text columns, e.g. --fields title,description.")
+    tokens, texts = read_item_texts(item_file, fields, id_field)
+    if not texts:
+        raise PrepError(f"{item_file}: no item has any text in {', '.join(fields)}: nothing to embed.")
+    encoder = load_text_encoder(encoder_path)
+    with adding_files(out) as staging:
+        shape = write_text_features(staging, name, tokens, texts, encoder, batch_size)
+    log(f"textual features: {shape[0]} x {shape[1]} ({len(tokens)} items with text) in {out}")
+    return shape
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli_parser(__doc__, "text_features")
     parser.add_argument("--item-file", required=True, help="tab-separated file with an item id column and text columns")
     parser.add_argument("--name", required=True, help="dataset name: writes <name>.textual.npy/.tokens")
     parser.add_argument("--out", required=True, help="the dataset folder to write into")
     parser.add_argument("--fields", default="title,description,categories,brand", help="text columns, comma-separated")
     parser.add_argument("--id-field", default="item_id", help="the item id column (default: item_id)")
     parser.add_argument("--encoder", default=None, help=f"local sentence-transformers folder (default: {DEFAULT_TEXT_ENCODER})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--batch-size", type=whole_number(1), default=DEFAULT_BATCH)
     args = parser.parse_args(argv)
+    return run_cli(add_text_features, args.item_file, args.name, args.out, args.fields.split(","), args.id_field,
+                   args.encoder, args.batch_size)
 
-    def run():
-        tokens, texts = read_item_texts(args.item_file, args.fields.split(","), args.id_field)
-        shape = write_text_features(args.out, args.name, tokens, texts, load_text_encoder(args.encoder), args.batch_size)
-        print(f"textual features: {shape[0]} x {shape[1]} ({len(tokens)} items with text) in {args.out}")
-
-    return run_cli(run)
 
 if __name__ == "__main__":
     sys.exit(main())
-
