@@ -131,7 +131,10 @@ def field_text(record, field):
 
 def meta_record(line):
     """``(asin, record)`` of one metadata line, a Python literal; a ValueError, KeyError or TypeError if it is not one."""
-    record = ast.literal_eval(line)
+    try:
+        record = ast.literal_eval(line)
+    except (ValueError, SyntaxError):
+        raise ValueError("not a Python literal (a dict of strings, numbers and lists)") from None
     if not isinstance(record, dict):
         raise TypeError("not a dict")
     if not is_field(record["asin"]):

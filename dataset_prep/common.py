@@ -135,6 +135,9 @@ def new_folder(path, like=None):
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(path, ignore_errors=True)  # left behind by a run killed under this process id
         path.mkdir()
+    except (FileExistsError, NotADirectoryError):
+        blocking = next(p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir())
+        raise PrepError(f"{blocking} is a file, not a folder: pass an --out folder (a new one is created).") from None
     except OSError as err:
         raise PrepError(f"Cannot create {err.filename or path} ({err.strerror}): pass an --out folder you can "
                         "write to.") from None

@@ -71,7 +71,8 @@ def inverse_map(path, what):
     """id -> token from an ``{token: id}`` JSON file, or None if the file is absent."""
     if not Path(path).exists():
         return None
-    mapping = read_json(path)
+    mapping = read_json(path, f": {Path(path).name} is optional; move the folder away, or put the official file "
+                              "there.")
     example = f'{{"{"B00000IZQI" if what == "item" else "A1B2C3"}": 0}}'
     if not isinstance(mapping, dict):
         raise PrepError(f"{path} holds a JSON {json_type(mapping)}; it must hold an object mapping each {what} "

@@ -41,12 +41,19 @@ def open_input(path, hint="."):
         raise PrepError(f"{path} cannot be read ({err.strerror}): check its permissions.") from None
 
 
+def not_gzip(path):
+    """The message for a file named ``.gz`` that is not gzip data."""
+    return f"{path} is not gzip data although its name ends in .gz: compress it with gzip, or drop the .gz."
+
+
 def read_bytes(path, hint="."):
     """The bytes of ``path`` (decompressed when it ends in ``.gz``)."""
     path = Path(path)
     with open_input(path, hint) as f:
         try:
             return f.read()
+        except gzip.BadGzipFile:
+            raise PrepError(not_gzip(path)) from None
         except (OSError, EOFError, zlib.error) as err:
             raise PrepError(f"{path} cannot be read ({type(err).__name__}: {err}): is it truncated? "
                             "Copy it again.") from None
@@ -74,6 +81,8 @@ def read_lines(path, hint="."):
                 except UnicodeDecodeError as err:
                     raise PrepError(not_utf8(path, number, raw[err.start])) from None
                 yield number, text.rstrip("\r\n")
+        except gzip.BadGzipFile:
+            raise PrepError(not_gzip(path)) from None
         except (OSError, EOFError, zlib.error) as err:
             raise PrepError(f"{path} cannot be read past line {number} ({type(err).__name__}: {err}): "
                             "is it truncated? Copy it again.") from None

@@ -102,7 +102,8 @@ def meta_matrix(tokens, texts, dim=META_DIM, seed=SVD_SEED):
     kept = [t for t in tokens if terms.get(t)]
     vocabulary = {term: j for j, term in enumerate(sorted({x for t in kept for x in terms[t]}))}
     if len(vocabulary) <= dim:
-        raise PrepError(f"Only {len(vocabulary)} catalogue terms: too few for a {dim}-d meta modality.")
+        raise PrepError(f"Only {len(vocabulary)} catalogue terms (category words and brands) in Scientific.text: "
+                        f"too few for a {dim}-d meta modality. Is it the whole amazon-scientific file?")
     rows = [i for i, t in enumerate(kept) for _ in terms[t]]
     cols = [vocabulary[x] for t in kept for x in terms[t]]
     counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(kept), len(vocabulary)))
