@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from recbole_micro.model.sparse import FixedSparse
+from recbole_micro.model.sparse import FixedSparse, sparse_mm
 
 # Similarity chunks are at most this many floats (256 MB of float32).
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
@@ -172,7 +172,7 @@ def propagate(graph, embedding, n_layers):
     """
     if isinstance(graph, SparseGraph) and graph.val.requires_grad:
         adjacency = to_sparse_tensor(graph)
-        multiply = lambda hidden: torch.sparse.mm(adjacency, hidden)  # noqa: E731
+        multiply = lambda hidden: sparse_mm(adjacency, hidden)  # noqa: E731
     else:
         multiply = freeze(graph, with_transpose=embedding.requires_grad).mm
     hidden = embedding

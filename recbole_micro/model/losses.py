@@ -125,34 +125,54 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements
     Returns:
         torch.Tensor: scalar loss.
     """
-    p = F.normalize(anchor[1:], p=2, dim=1, eps=NORM_EPS)
-    q = F.normalize(target[1:], p=2, dim=1, eps=NORM_EPS)
-    keys = torch.cat([q, p])  # columns: theta(p_i, q_j) for j < n, theta(p_i, p_j) for j >= n
-    n = p.shape[0]
-    if rows is None:  # every item an anchor: no gather (and no scatter in the backward pass)
-        rows = torch.arange(n, device=p.device)
-        positives = (p * q).sum() / tau  # theta(p_i, q_i) / tau
-    else:
-        rows = rows.to(p.device) - 1
-        positives = (p.index_select(0, rows) * q.index_select(0, rows)).sum() / tau
-    log_denominators = log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size, keep_elements, kernel)
-    return (log_denominators - positives) / len(rows)
+    attention_dtype = mixed_precision_dtype(anchor.device)
+    with torch.autocast(device_type=anchor.device.type, enabled=False):  # the loss itself is float32 (or float64)
+        p = F.normalize(_at_least_float32(anchor[1:]), p=2, dim=1, eps=NORM_EPS)
+        q = F.normalize(_at_least_float32(target[1:]), p=2, dim=1, eps=NORM_EPS)
+        keys = torch.cat([q, p])  # columns: theta(p_i, q_j) for j < n, theta(p_i, p_j) for j >= n
+        n = p.shape[0]
+        if rows is None:  # every item an anchor: no gather (and no scatter in the backward pass)
+            rows = torch.arange(n, device=p.device)
+            positives = (p * q).sum() / tau  # theta(p_i, q_i) / tau
+        else:
+            rows = rows.to(p.device) - 1
+            positives = (p.index_select(0, rows) * q.index_select(0, rows)).sum() / tau
+        log_denominators = log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size, keep_elements, kernel,
+                                                      attention_dtype)
+        return (log_denominators - positives) / len(rows)
 
 
-def log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size=None, keep_elements=None, kernel="auto"):
+def mixed_precision_dtype(device):
+    """The low-precision dtype of an autocast region enabled on ``device``'s type here, else None."""
+    device_type = torch.device(device).type
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _at_least_float32(x):
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size=None, keep_elements=None, kernel="auto",
+                               attention_dtype=None):
     r"""Sum over anchors r of :math:`\log \sum_{j \ne n + r} \exp(p_r \cdot k_j / \tau)`: the denominators of Eq. 10.
 
     Args:
         p (torch.Tensor): (n, d) unit anchors-view rows (PAD dropped).
         keys (torch.Tensor): (2n, d) ``[q; p]``, so column n + r is anchor r's own same-view term.
         rows (torch.LongTensor): anchor indices into ``p``.
+        attention_dtype (torch.dtype): run the fused kernel's two attention products in this
+            lower precision (bfloat16 or float16, under mixed precision), the log-sum-exp, the
+            own-term removal, the reductions and the loss staying in ``p``'s dtype; None: ``p``'s dtype.
 
     Returns:
         torch.Tensor: scalar, differentiable in ``p`` and ``keys``.
     """
     if kernel not in CL_KERNELS:
         raise ValueError(f"cl_kernel is {kernel!r}; use one of {CL_KERNELS}")
-    attend = None if kernel == "chunked" else fused_attention_for(p, required=kernel == "fused")
+    attend = None if kernel == "chunked" else fused_attention_for(p, required=kernel == "fused",
+                                                                   attention_dtype=attention_dtype)
     step = chunk_rows(len(rows), keys.shape[0], chunk_size)
     keep = DEFAULT_KEEP_ELEMENTS if keep_elements is None else keep_elements
     if attend is None:
@@ -189,28 +209,38 @@ def _cuda_efficient_attention(query, key, value, scale):
     return out[0, 0, :, :d], lse[0, 0, : query.shape[0]]
 
 
-# float32 only: float64 has no fused kernel that keeps its precision (the CPU one rounds to
-# about 1e-7), and half precision is too coarse for the log-space subtraction.
+# The loss's own dtype is float32: float64 has no fused kernel that keeps its precision (the CPU
+# one rounds to about 1e-7), and half precision is too coarse for the log-space subtraction.
+# Under mixed precision only the two attention products run in bfloat16 / float16.
 _FUSED_KERNELS = {
     ("cpu", torch.float32): ("CPU flash attention", _cpu_flash_attention),
     ("cuda", torch.float32): ("CUDA memory-efficient attention", _cuda_efficient_attention),
 }
-_checked = {}  # (device type, dtype) -> attend function or None, after the self-check
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+# Self-check tolerances, relative to the largest magnitude of each compared value: float32
+# attention against the chunked float32 kernel; low-precision attention against float64.
+SELF_CHECK_TOLERANCE = {None: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+_checked = {}  # (device type, dtype, attention dtype) -> attend function or None, after the self-check
 
 
-def fused_attention_for(tensor, required=False):
+def fused_attention_for(tensor, required=False, attention_dtype=None):
     """The fused attention function for the device and dtype of ``tensor``, or None for the chunked kernel.
 
-    The first call per (device, dtype) runs a self-check: the fused loss on a small random
-    input must equal the chunked one in value and gradients; otherwise (or if the op is
-    missing) the chunked kernel is used. Either outcome is logged once.
+    The first call per (device, dtype, attention dtype) runs a self-check: the fused loss on a
+    small random input must equal the chunked one in value and gradients (in float64 when the
+    attention runs in low precision, within :data:`SELF_CHECK_TOLERANCE`); otherwise (or if the
+    op is missing) the chunked kernel is used, in the loss's own dtype. Either outcome is logged once.
 
     Args:
         required (bool): raise instead of falling back (``cl_kernel: fused``).
+        attention_dtype (torch.dtype): bfloat16 or float16 for the attention products, or None.
     """
-    key = (tensor.device.type, tensor.dtype)
+    low = attention_dtype if attention_dtype in _LOW_PRECISION else None
+    key = (tensor.device.type, tensor.dtype, low)
     if key not in _checked:
-        name, attend = _FUSED_KERNELS.get(key, (None, None))
+        name, attend = _FUSED_KERNELS.get(key[:2], (None, None))
+        if attend is not None and low is not None:
+            attend, name = _in_precision(attend, low), f"{name}, {str(low).replace('torch.', '')} products"
         reason = "no fused kernel for this device and dtype" if attend is None else _self_check(attend, *key)
         logger = getLogger()
         if reason is None:
@@ -227,13 +257,29 @@ def fused_attention_for(tensor, required=False):
     return _checked[key]
 
 
-def _self_check(attend, device, dtype, n=61, d=8, tau=0.3):
-    """None if the fused loss equals the chunked one on a small random input, else the reason."""
+def _in_precision(attend, dtype):
+    """``attend`` with its query, keys and values in ``dtype``; output and log-sum-exp back in float32."""
+
+    def attend_low(query, key, value, scale):
+        out, lse = attend(query.to(dtype), key.to(dtype), value.to(dtype), scale)
+        return out.float(), lse.float()
+
+    attend_low.low_precision = dtype
+    return attend_low
+
+
+def _self_check(attend, device, dtype, low=None, n=61, d=8, tau=0.3):
+    """None if the fused loss equals the chunked one on a small random input, else the reason.
+
+    With low-precision attention (``low``) the reference is the chunked kernel in float64.
+    """
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(n, d, generator=generator).to(device=device, dtype=dtype).requires_grad_() for _ in range(2)]
+    values = [torch.randn(n, d, generator=generator) for _ in range(2)]
     try:
         results = []
         for use_fused in (True, False):
+            reference_dtype = torch.float64 if low is not None and not use_fused else dtype
+            inputs = [v.to(device=device, dtype=reference_dtype).requires_grad_() for v in values]
             p = F.normalize(inputs[0][1:], dim=1)
             keys = torch.cat([F.normalize(inputs[1][1:], dim=1), p])
             rows = torch.arange(n - 1, device=device)
@@ -244,9 +290,9 @@ def _self_check(attend, device, dtype, n=61, d=8, tau=0.3):
             results.append([value, *torch.autograd.grad(value, inputs)])
     except (RuntimeError, NotImplementedError, AttributeError) as err:
         return f"the fused kernel failed: {str(err).splitlines()[0]}"
-    tolerance = 1e-4
+    tolerance = SELF_CHECK_TOLERANCE[low]
     for got, want in zip(*results):
-        got, want = got.detach(), want.detach()
+        got, want = got.detach().double(), want.detach().double()
         if not torch.allclose(got, want, rtol=tolerance, atol=tolerance * float(want.abs().max())):
             return "the fused kernel disagreed with the chunked one in its self-check"
     return None
@@ -310,7 +356,20 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * _rows_of(keys[n:], rows)) * scale
             grad_p = grad_anchors if len(rows) == n else torch.zeros_like(p).index_add_(0, rows, grad_anchors)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and getattr(attend, "low_precision", None) is not None:
+            # Low precision cannot hold the per-anchor log-weights as a key column (bf16 keeps 3
+            # significant digits of log w_r - lse_r); they scale the values instead, around their
+            # mean c, and the output is scaled back by exp(swapped lse - c).
+            exponent = torch.where(weight > 0, weight.clamp(min=1e-30).log() - lse, torch.zeros_like(lse))
+            shift = exponent[weight > 0].mean() if bool((weight > 0).any()) else exponent.new_zeros(())
+            value = anchors * torch.where(weight > 0, (exponent - shift).exp(), torch.zeros_like(weight)).unsqueeze(1)
+            swapped, swapped_lse = attend(keys, anchors / tau, value, 1.0)
+            grad_keys = swapped * (swapped_lse + shift).exp().unsqueeze(1) * scale
+            if len(rows) == n:  # own columns n..2n-1 in order
+                grad_keys[n:].sub_(extra.unsqueeze(1) * anchors * scale)
+            else:
+                grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
+        elif ctx.needs_input_grad[1]:
             # anchors left out get a bias of -1e4: exp() makes their weight exactly 0, with no -inf
             log_weight = torch.where(weight > 0, weight.clamp(min=1e-30).log(), torch.full_like(weight, -1e4))
             query = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)  # (2n, d + 1)

@@ -10,6 +10,8 @@ docs/performance.md), and the cost is O(E * d) time and O(E) extra memory.
 import torch
 import torch.nn as nn
 
+from recbole_micro.model.sparse import at_least_float32, sparse_mm
+
 
 class EdgeList(nn.Module):
     """A fixed set of distinct directed edges source -> target, sorted by (target, source).
@@ -78,8 +80,10 @@ def edge_softmax(edges, scores):
 
 def _sddmm(edges, left, right):
     """(left @ right.T) at the edges: left (n_targets, d), right (n_sources, d) -> (E,)."""
-    pattern = edges.matrix(left.new_zeros(len(edges)))
-    return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
+    with torch.autocast(device_type=left.device.type, enabled=False):  # no low-precision sparse kernels
+        left, right = at_least_float32(left), at_least_float32(right)
+        pattern = edges.matrix(left.new_zeros(len(edges)))
+        return torch.sparse.sampled_addmm(pattern, left, right.t(), beta=0.0).values()
 
 
 class _EdgeDot(torch.autograd.Function):
@@ -93,8 +97,8 @@ class _EdgeDot(torch.autograd.Function):
     def backward(ctx, grad):
         target_x, source_x = ctx.saved_tensors
         edges = ctx.edges
-        grad_target = torch.sparse.mm(edges.matrix(grad), source_x) if ctx.needs_input_grad[0] else None
-        grad_source = torch.sparse.mm(edges.matrix_t(grad), target_x) if ctx.needs_input_grad[1] else None
+        grad_target = sparse_mm(edges.matrix(grad), source_x) if ctx.needs_input_grad[0] else None
+        grad_source = sparse_mm(edges.matrix_t(grad), target_x) if ctx.needs_input_grad[1] else None
         return grad_target, grad_source, None
 
 
@@ -103,7 +107,7 @@ class _EdgeWeightedSum(torch.autograd.Function):
     def forward(ctx, weights, source_x, edges):
         ctx.edges = edges
         ctx.save_for_backward(weights, source_x)
-        return torch.sparse.mm(edges.matrix(weights.detach()), source_x.detach())
+        return sparse_mm(edges.matrix(weights.detach()), source_x.detach())
 
     @staticmethod
     def backward(ctx, grad):
@@ -111,5 +115,5 @@ class _EdgeWeightedSum(torch.autograd.Function):
         edges = ctx.edges
         grad = grad.contiguous()
         grad_weights = _sddmm(edges, grad, source_x) if ctx.needs_input_grad[0] else None
-        grad_source = torch.sparse.mm(edges.matrix_t(weights), grad) if ctx.needs_input_grad[1] else None
+        grad_source = sparse_mm(edges.matrix_t(weights), grad) if ctx.needs_input_grad[1] else None
         return grad_weights, grad_source, None

@@ -32,21 +32,39 @@ class FixedSparse(NamedTuple):
         return cls(matrix, matrix if symmetric else coo.t().coalesce().to_sparse_csr())
 
     def mm(self, dense):
-        """matrix @ dense, differentiable in ``dense``."""
+        """matrix @ dense in float32 (see :func:`sparse_mm`), differentiable in ``dense``."""
         if self.matrix_t is None or not dense.requires_grad:
-            return torch.sparse.mm(self.matrix, dense)
+            return sparse_mm(self.matrix, dense)
         return _FixedSparseMatmul.apply(self.matrix, self.matrix_t, dense)
+
+
+def sparse_mm(matrix, dense):
+    """``matrix @ dense`` for a sparse ``matrix``, in float32, also inside an autocast region.
+
+    torch has no bfloat16 or float16 kernels for sparse products (CSR or COO) on CPU, and under
+    mixed precision the dense operand often arrives in low precision: it is cast up, and the
+    product runs in float32 with autocast off.
+    """
+    with torch.autocast(device_type=dense.device.type, enabled=False):
+        dense = at_least_float32(dense)
+        matrix = matrix if matrix.dtype == dense.dtype else matrix.to(dense.dtype)
+        return torch.sparse.mm(matrix, dense)
+
+
+def at_least_float32(x):
+    """``x`` in float32 if it is in a lower precision (bfloat16, float16), else as it is."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 class _FixedSparseMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix, matrix_t, dense):
         ctx.matrix_t = matrix_t
-        return torch.sparse.mm(matrix, dense)
+        return sparse_mm(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.matrix_t, grad)
+        return None, None, sparse_mm(ctx.matrix_t, grad)
 
 
 def bipartite_adjacency(inter_matrix, n_users, n_items):

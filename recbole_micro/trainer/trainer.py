@@ -33,6 +33,7 @@ from recbole.utils import set_color
 
 from recbole_micro.errors import CheckpointError, ResumeError
 from recbole_micro.files import is_writer, write_atomically
+from recbole_micro.trainer.precision import check_trainer_settings, sparse_bfloat16_failure
 from recbole_micro.trainer import distributed
 from recbole_micro.trainer.checkpoints import from_plain, load_checkpoint, save_checkpoint, to_plain
 
@@ -128,6 +129,7 @@ class CheckpointMixin:
     run_identity = None
 
     def __init__(self, config, model):
+        check_trainer_settings(config)
         multi_process = distributed.is_distributed(config)
         config["single_spec"] = True  # RecBole wraps one GPU per process only; ours below fits the CPU too
         try:
@@ -182,6 +184,16 @@ class CheckpointMixin:
         if distributed.is_distributed(self.config) and train_data.shuffle:
             train_data.sampler.seed = self.config["seed"]  # DistributedSampler shuffles with seed 0 otherwise
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn=after_epoch)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """RecBole's epoch; a RecBole model whose sparse products fail in bfloat16 is one line, not a traceback."""
+        try:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        except (RuntimeError, NotImplementedError) as err:
+            failure = sparse_bfloat16_failure(err, self.config)
+            if failure is None:
+                raise
+            raise failure from None
 
     def save_resume_state(self, epoch_idx, train_data):
         """Write everything the epoch after ``epoch_idx`` depends on to the resume file, atomically."""
