@@ -47,12 +47,12 @@ def restore_model(model, checkpoint, source="the checkpoint"):
         CheckpointError: the weights are another model's, or of other shapes (another dataset's
             items, other embedding settings); the message names the first that differ.
     """
+    model.load_other_parameter(checkpoint.get("other_parameter"))  # names a changed feature file first
     misfits = weight_misfits(checkpoint["state_dict"], model.state_dict())
     if misfits:
         raise CheckpointError(f"{source} does not fit this model ({'; '.join(misfits[:3])}"
                               f"{' ...' if len(misfits) > 3 else ''}): it was trained on another dataset "
                               "(other item or user counts, feature widths) or with other model settings.")
-    model.load_other_parameter(checkpoint.get("other_parameter"))
     model.load_state_dict(checkpoint["state_dict"])
 
 
