@@ -258,7 +258,7 @@ def run_identity(config):
         ``settings`` (the model's own YAML keys, ours or RecBole's, and :data:`MODEL_SHAPING_SETTINGS`,
         as text).
     """
-    own, _ = _own_settings_and_source(config.model_class if hasattr(config, "model_class") else get_model(config.model))
+    own, _ = _own_settings_and_source(config.model_class)
     keys = sorted((set(own) | set(MODEL_SHAPING_SETTINGS)) & set(config.final_config_dict))
     settings = {key: json.dumps(to_plain(config[key]), sort_keys=True, default=str) for key in keys}
     return {"dataset": config["dataset"], "dataset_files": dataset_files_digest(config), "settings": settings}
@@ -268,11 +268,9 @@ def dataset_files_digest(config):
     """SHA-256 over the names and bytes of a dataset's files: ``<data_path>/<dataset>.*`` and its feature files."""
     folder = Path(config["data_path"])
     files = set(folder.glob(f"{glob.escape(config['dataset'])}.*")) if folder.is_dir() else set()
-    for spec in (config["modalities"] or {}).values() if isinstance(config["modalities"], dict) else ():
-        for key in ("file", "tokens"):
-            name = spec.get(key) if isinstance(spec, dict) else None
-            if isinstance(name, str) and (folder / name).is_file():
-                files.add(folder / name)
+    modalities = config["modalities"] if isinstance(config["modalities"], dict) else {}
+    for spec in filter(lambda s: isinstance(s, dict), modalities.values()):
+        files.update(folder / spec[key] for key in ("file", "tokens") if isinstance(spec.get(key), str))
     digest = hashlib.sha256()
     for path in sorted(p for p in files if p.is_file()):
         digest.update(f"{path.name}\0{sha256_of(path)}\0".encode())

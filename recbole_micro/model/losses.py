@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_micro.model.layers import NORM_EPS, chunk_rows
+from recbole_micro.model.sparse import at_least_float32
 
 CL_KERNELS = ("auto", "fused", "chunked")
 # An anchor whose own same-view term is more than this share of its full sum is computed by the
@@ -127,8 +128,8 @@ def info_nce_loss(anchor, target, tau, rows=None, chunk_size=None, keep_elements
     """
     attention_dtype = mixed_precision_dtype(anchor.device)
     with torch.autocast(device_type=anchor.device.type, enabled=False):  # the loss itself is float32 (or float64)
-        p = F.normalize(_at_least_float32(anchor[1:]), p=2, dim=1, eps=NORM_EPS)
-        q = F.normalize(_at_least_float32(target[1:]), p=2, dim=1, eps=NORM_EPS)
+        p = F.normalize(at_least_float32(anchor[1:]), p=2, dim=1, eps=NORM_EPS)
+        q = F.normalize(at_least_float32(target[1:]), p=2, dim=1, eps=NORM_EPS)
         keys = torch.cat([q, p])  # columns: theta(p_i, q_j) for j < n, theta(p_i, p_j) for j >= n
         n = p.shape[0]
         if rows is None:  # every item an anchor: no gather (and no scatter in the backward pass)
@@ -148,10 +149,6 @@ def mixed_precision_dtype(device):
     if not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)
-
-
-def _at_least_float32(x):
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def log_sum_exp_over_negatives(p, keys, rows, tau, chunk_size=None, keep_elements=None, kernel="auto",
