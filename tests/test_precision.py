@@ -90,3 +90,48 @@ def test_learner_weight_decay_and_clip_grad_norm_reach_the_optimizer(tiny, monke
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.01
     trainer.fit(train, valid, saved=False)
     assert clipped and all(kw == {"max_norm": 0.5} for kw in clipped)
+
+
+SCHEDULE_TRAINERS = ["MICRO", "VBPR"]  # MICROTrainer (learning-rate decay) and the plain Trainer
+
+
+def fitted(model_name, tiny, monkeypatch, valid_score=None, **settings):
+    """Fit ``model_name`` on the tiny dataset, counting evaluations and the batches the model saw;
+    ``valid_score(n)``, if given, replaces the n-th validation score."""
+    seen = {"train": [], "eval": [], "validations": 0}
+    config, _, (train, valid, _) = build(model_name, tiny, **settings)
+    model = get_model(model_name)(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    loss, predict = model.calculate_loss, model.full_sort_predict
+    monkeypatch.setattr(model, "calculate_loss", lambda inter: seen["train"].append(len(inter)) or loss(inter))
+    monkeypatch.setattr(model, "full_sort_predict", lambda inter: seen["eval"].append(len(inter)) or predict(inter))
+    valid_epoch = trainer._valid_epoch
+
+    def counted(*args, **kwargs):
+        seen["validations"] += 1
+        score, result = valid_epoch(*args, **kwargs)
+        return (score, result) if valid_score is None else (valid_score(seen["validations"]), result)
+
+    monkeypatch.setattr(trainer, "_valid_epoch", counted)
+    trainer.fit(train, valid, saved=False)
+    return seen, train
+
+
+@pytest.mark.parametrize("model", SCHEDULE_TRAINERS)
+def test_eval_step_evaluates_every_nth_epoch(tiny, monkeypatch, model):
+    seen, _ = fitted(model, tiny, monkeypatch, epochs=6, eval_step=3, stopping_step=10)
+    assert seen["validations"] == 2  # after epochs 3 and 6
+
+
+@pytest.mark.parametrize("model", SCHEDULE_TRAINERS)
+def test_stopping_step_stops_after_that_many_evaluations_without_improvement(tiny, monkeypatch, model):
+    seen, _ = fitted(model, tiny, monkeypatch, valid_score=lambda n: 1.0 / n, epochs=30, eval_step=1, stopping_step=2)
+    assert seen["validations"] == 4  # the first sets the best; stopping_step + 1 worse ones stop it (a tie resets)
+
+
+@pytest.mark.parametrize("model", SCHEDULE_TRAINERS)
+def test_train_and_eval_batch_sizes_reach_the_dataloaders(tiny, monkeypatch, model):
+    seen, train = fitted(model, tiny, monkeypatch, epochs=1, train_batch_size=16, eval_batch_size=99)
+    assert max(seen["train"]) == 16 and sum(seen["train"]) == len(train._dataset)  # one epoch, every row once
+    users_per_batch = 99 // train._dataset.item_num  # RecBole's full ranking: eval_batch_size scores per batch
+    assert max(seen["eval"]) == users_per_batch and len(seen["eval"]) > 1
