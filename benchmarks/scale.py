@@ -58,16 +58,25 @@ MODELS = {
     # the chunked contrastive-loss kernel, the only one before the fused kernel: before/after in one run
     "MICRO chunked": ("MICRO", {"cl_kernel": "chunked"}),
     "MICRO batch chunked": ("MICRO", {"cl_anchors": "batch", "cl_kernel": "chunked"}),
+    # RecBole's enable_amp: autocast to bfloat16 on CPU, float16 on CUDA
+    "MICRO amp": ("MICRO", {"enable_amp": True}),
+    "MICRO batch amp": ("MICRO", {"cl_anchors": "batch", "enable_amp": True}),
+    "LATTICE amp": ("LATTICE", {"enable_amp": True}),
 }
 DEFAULT_MODELS = ["LightGCN", "VBPR", "LATTICE", "MICRO", "MICRO batch"]
-SCALES = ["baby", "sports", "clothing", "scientific", "clothing-synthetic"]
+SCALES = ["baby", "sports", "clothing", "scientific", "clothing-synthetic", "scientific-real", "sparse-synthetic"]
 # Clothing's sizes with random interactions, for machines without ../shared (benchmarks/gpu_check.sh)
 SYNTHETIC_CLOTHING = {"n_users": 39387, "n_items": 23033, "per_user": 7}
+# a sparse graph of Scientific's sizes with random interactions: 9,300 users, 6,700 items, 60,000 rows
+SYNTHETIC_SPARSE = {"n_users": 9300, "n_items": 6700, "per_user": 6, "n_inter": 60000}
+# Amazon Scientific as dataset_prep.scientific writes it (real text and metadata features), from dataset/
+REAL_SCIENTIFIC = REPO / "dataset" / "scientific"
 FEATURE_DIMS = {"visual": 4096, "textual": 1024}  # the papers' shapes
 # the small sparse graph: real Amazon Scientific interactions, two generated 128-d modalities
 SMALL_FEATURE_DIMS = {"visual": 128, "textual": 128}
 MODEL_FIELDS = ["scale", "model", "users", "items", "train_rows", "load_s", "init_s", "batches", "timed_batches", "epoch_s",
-                "extrapolated", "eval_s", "peak_rss_gb", "peak_cuda_gb", "device"]
+                "extrapolated", "eval_s", "peak_rss_gb", "peak_cuda_gb", "device", "threads"]
+PEAK_FIELDS = ["kernel", "shape", "dtype", "seconds", "gflops", "threads", "device"]
 SWEEP_FIELDS = ["items", "knn_s", "propagate_s", "cl_exact_s", "cl_batch_s", "peak_rss_gb", "dense_nxn_gb"]
 ANN_FIELDS = ["items", "features", "factory", "params", "exact_s", "faiss_s", "recall"]
 
@@ -115,6 +124,9 @@ def prepare_scale(scale, work):
     if scale == "clothing-synthetic":
         write_random_dataset(work, scale, dims=FEATURE_DIMS, **SYNTHETIC_CLOTHING)
         return
+    if scale == "sparse-synthetic":
+        write_random_dataset(work, scale, dims=SMALL_FEATURE_DIMS, **SYNTHETIC_SPARSE)
+        return
     if scale == "baby":
         import_official(SHARED_DATA / "amazon-baby", "baby", work, no_features=True, log=quiet)
     else:
@@ -153,19 +165,22 @@ def write_scientific(out, name="scientific"):
     write_dataset_yaml(out, name)
 
 
-def write_random_dataset(work, name="tiny", n_users=120, n_items=200, per_user=12, dims=None, seed=0):
+def write_random_dataset(work, name="tiny", n_users=120, n_items=200, per_user=12, dims=None, seed=0, n_inter=None):
     """A random split with the layout dataset_prep writes: per user ``per_user`` distinct items, the
-    last two for validation and test (``--quick``'s tiny set, and Clothing's sizes without the data)."""
+    last two for validation and test (``--quick``'s tiny set, and Clothing's sizes without the data).
+    With ``n_inter``, the first ``n_inter - n_users * per_user`` users get one item more, so that
+    there are ``n_inter`` interactions in all."""
     from dataset_prep.common import write_benchmark
 
     rng = np.random.default_rng(seed)
     users = [f"u{u}" for u in range(n_users)]
     items = [f"i{i}" for i in range(n_items)]
+    extra = 0 if n_inter is None else n_inter - n_users * per_user
     splits = {"train": [], "valid": [], "test": []}
-    for user in users:
-        chosen = rng.choice(n_items, size=per_user, replace=False)
+    for number, user in enumerate(users):
+        chosen = rng.choice(n_items, size=per_user + (number < extra), replace=False)
         for position, item in enumerate(chosen):
-            split = "train" if position < per_user - 2 else ("valid" if position == per_user - 2 else "test")
+            split = "train" if position < len(chosen) - 2 else ("valid" if position == len(chosen) - 2 else "test")
             splits[split].append((user, items[item]))
     out = Path(work) / name
     write_benchmark(out, name, splits, items)
@@ -175,7 +190,7 @@ def write_random_dataset(work, name="tiny", n_users=120, n_items=200, per_user=1
 
 
 # ----- one measurement per process -----
-def measure_model(scale, model_key, data_path, batches, config_files):
+def measure_model(scale, model_key, data_path, batches, config_files, dataset_name=None):
     import torch
     from recbole.data import data_preparation
 
@@ -183,7 +198,7 @@ def measure_model(scale, model_key, data_path, batches, config_files):
     from recbole_micro.registry import create_dataset, get_model, get_trainer, init_seed
 
     model_name, overrides = MODELS[model_key]
-    config = Config(model=model_name, dataset=scale, config_file_list=config_files or None,
+    config = Config(model=model_name, dataset=dataset_name or scale, config_file_list=config_files or None,
                     config_dict={"data_path": data_path, "state": "ERROR", "show_progress": False,
                                  "graph_cache": False, **overrides})  # init_s measures the kNN build
     start = time.perf_counter()
@@ -212,8 +227,9 @@ def measure_model(scale, model_key, data_path, batches, config_files):
         start = time.perf_counter()
         interaction = interaction.to(device)
         trainer.optimizer.zero_grad()
-        losses = model.calculate_loss(interaction)
-        loss = sum(losses) if isinstance(losses, tuple) else losses
+        with torch.autocast(device_type=torch.device(device).type, enabled=bool(config["enable_amp"])):  # as RecBole
+            losses = model.calculate_loss(interaction)
+            loss = sum(losses) if isinstance(losses, tuple) else losses
         loss.backward()
         trainer.optimizer.step()
         sync()
@@ -234,8 +250,54 @@ def measure_model(scale, model_key, data_path, batches, config_files):
         "epoch_s": round(epoch, 2), "extrapolated": len(times) < n_batches, "eval_s": round(evaluation, 2),
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "peak_cuda_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3) if cuda else "",
-        "device": str(device),
+        "device": str(device), "threads": torch.get_num_threads(),
     }
+
+
+def measure_peaks(n_gemm=4096, n_items=7050, dim=64, repeats=3, seed=0):
+    """The machine's plain-GEMM FLOP rate in float32 and bfloat16, and the exact fused L_C's.
+
+    GEMM: ``n_gemm`` squared matrices, 2 n^3 operations. The fused L_C (forward and backward,
+    every one of ``n_items`` items an anchor, width ``dim``, in float32 and under bfloat16
+    autocast) is two attention calls of R = n queries against 2n keys: 2 x 4 R (2n) d = 16 n^2 d
+    operations in its products, the rest being O(n d). Best of ``repeats`` after one warm-up.
+    """
+    import torch
+
+    from recbole_micro.model.losses import info_nce_loss
+
+    generator = torch.Generator().manual_seed(seed)
+    device = "cpu"
+    rows = []
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(n_gemm, n_gemm, generator=generator).to(dtype)
+        b = torch.randn(n_gemm, n_gemm, generator=generator).to(dtype)
+        seconds = best(lambda: a @ b)
+        rows.append({"kernel": "GEMM", "shape": f"{n_gemm}x{n_gemm}x{n_gemm}", "dtype": str(dtype)[6:],
+                     "seconds": round(seconds, 4), "gflops": round(2 * n_gemm**3 / seconds / 1e9, 1)})
+    anchor = torch.randn(n_items, dim, generator=generator, requires_grad=True)
+    target = torch.randn(n_items, dim, generator=generator, requires_grad=True)
+    for dtype in (torch.float32, torch.bfloat16):
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
+                loss = info_nce_loss(anchor, target, 0.2, kernel="fused")
+            loss.backward()
+        seconds = best(step)
+        rows.append({"kernel": "fused L_C fwd+bwd", "shape": f"n={n_items} d={dim}", "dtype": str(dtype)[6:],
+                     "seconds": round(seconds, 4), "gflops": round(16 * n_items**2 * dim / seconds / 1e9, 1)})
+    for row in rows:
+        row.update(threads=torch.get_num_threads(), device=device)
+    return rows
 
 
 def measure_sweep(n_items, exact_max, dim=64, k=10, anchors=2048, seed=0):
@@ -349,6 +411,8 @@ def main(argv=None):
     parser.add_argument("--ann-features", nargs="*", default=[], help="real .npy feature files to measure as well")
     parser.add_argument("--ann-factory", default=None, help="faiss index_factory string (default: knn_backend's automatic IVF)")
     parser.add_argument("--ann-params", default=None, help="faiss search parameters, e.g. nprobe=32 or efSearch=128")
+    parser.add_argument("--peaks", action="store_true",
+                        help="plain-GEMM float32 and bfloat16 FLOP rates, and the fused L_C's (peaks.csv)")
     parser.add_argument("--exact-max", type=int, default=30000, help="largest N for the exact (all-anchor) loss")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recbole_micro_bench"),
                         help="where the imported interaction graphs and generated features go")
@@ -362,7 +426,7 @@ def main(argv=None):
 
     if args.one:
         kind, *rest = json.loads(args.one)
-        measure = {"model": measure_model, "sweep": measure_sweep, "ann": measure_ann}[kind]
+        measure = {"model": measure_model, "sweep": measure_sweep, "ann": measure_ann, "peaks": measure_peaks}[kind]
         row = measure(*rest)
         print(json.dumps(row))
         return 0
@@ -384,18 +448,29 @@ def main(argv=None):
     if args.skip_done and (out / "models.csv").is_file():
         with open(out / "models.csv", newline="") as f:
             done = {(row["scale"], row["model"]) for row in csv.DictReader(f)}
+    peak_rows = []
+    if args.peaks:
+        peak_rows = in_subprocess("peaks", 256, 600) if args.quick else in_subprocess("peaks")
+        merge_csv(out / "peaks.csv", PEAK_FIELDS, peak_rows, key=("kernel", "shape", "dtype", "threads"))
+        print(markdown(PEAK_FIELDS, peak_rows), flush=True)
     model_rows = []
     for scale in scales:
-        if not args.quick:
-            if not SHARED_DATA.is_dir() and scale != "clothing-synthetic":
+        data_path, dataset = str(work), scale
+        if scale == "scientific-real":
+            if not (REAL_SCIENTIFIC / "scientific.yaml").is_file():
+                raise SystemExit(f"{REAL_SCIENTIFIC} is absent: python -m dataset_prep.scientific --out dataset")
+            data_path, dataset = str(REAL_SCIENTIFIC.parent), "scientific"
+        elif not args.quick:
+            if not SHARED_DATA.is_dir() and not scale.endswith("-synthetic"):
                 raise SystemExit(f"{SHARED_DATA} is absent: the real interaction graphs are needed for --scales.")
             prepare_scale(scale, work)
-        scale_files = [str(work / scale / f"{scale}.yaml")] if scale in ("scientific", "clothing-synthetic") else []
+        own_yaml = Path(data_path) / dataset / f"{dataset}.yaml"
+        scale_files = [str(own_yaml)] if scale in ("scientific", "scientific-real") or scale.endswith("-synthetic") else []
         for model_key in args.models:
             if (scale, model_key) in done:
                 print(f"{scale} {model_key}: in {out / 'models.csv'} already, skipped", flush=True)
                 continue
-            row = in_subprocess("model", scale, model_key, str(work), batches, scale_files + config_files)
+            row = in_subprocess("model", scale, model_key, data_path, batches, scale_files + config_files, dataset)
             model_rows.append(row)
             merge_csv(out / "models.csv", MODEL_FIELDS, [row], key=("scale", "model"))  # kept at once: resumable
             print(json.dumps(row), flush=True)

@@ -20,13 +20,13 @@ def measured(value):
 
 def test_scale_benchmark_quick_mode_writes_both_tables(tmp_path):
     command = [
-        sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--models", "MICRO", "MICRO batch",
-        "--sweep", "300", "--ann", "400", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+        sys.executable, str(REPO / "benchmarks" / "scale.py"), "--quick", "--models", "MICRO", "MICRO batch", "MICRO amp",
+        "--sweep", "300", "--ann", "400", "--peaks", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     models = read(tmp_path / "out" / "quick" / "models.csv")
-    assert [(r["scale"], r["model"]) for r in models] == [("tiny", "MICRO"), ("tiny", "MICRO batch")]
+    assert [(r["scale"], r["model"]) for r in models] == [("tiny", "MICRO"), ("tiny", "MICRO batch"), ("tiny", "MICRO amp")]
     for row in models:
         assert (row["users"], row["items"], row["train_rows"]) == ("120", "200", "1200")
         assert row["timed_batches"] == row["batches"] == "2" and row["extrapolated"] == "False"
@@ -37,10 +37,23 @@ def test_scale_benchmark_quick_mode_writes_both_tables(tmp_path):
     ann = read(tmp_path / "out" / "quick" / "ann.csv")
     assert [(r["items"], r["features"]) for r in ann] == [("400", "gaussian"), ("400", "clustered")]
     assert all(0.5 <= float(r["recall"]) <= 1.0 and measured(r["faiss_s"]) and measured(r["exact_s"]) for r in ann)
+    peaks = read(tmp_path / "out" / "quick" / "peaks.csv")
+    assert [(r["kernel"], r["dtype"]) for r in peaks] == [
+        ("GEMM", "float32"), ("GEMM", "bfloat16"), ("fused L_C fwd+bwd", "float32"), ("fused L_C fwd+bwd", "bfloat16")]
+    assert all(measured(r["seconds"]) and float(r["gflops"]) > 0 for r in peaks)
     # a re-run replaces its own rows and keeps the others
     again = command[:command.index("--models")] + ["--models", "MICRO"] + ["--sweep", "300"] + command[command.index("--work"):]
     subprocess.run(again, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=True)
-    assert sorted(r["model"] for r in read(tmp_path / "out" / "quick" / "models.csv")) == ["MICRO", "MICRO batch"]
+    assert sorted(r["model"] for r in read(tmp_path / "out" / "quick" / "models.csv")) == ["MICRO", "MICRO amp", "MICRO batch"]
+
+
+def test_the_random_dataset_has_the_interaction_count_asked_for(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from scale import write_random_dataset
+
+    out = write_random_dataset(tmp_path, "sparse", n_users=30, n_items=50, per_user=6, n_inter=200, dims={"visual": 4})
+    rows = {split: len((out / f"sparse.{split}.inter").read_text().splitlines()) - 1 for split in ("train", "valid", "test")}
+    assert rows == {"train": 200 - 60, "valid": 30, "test": 30}  # 20 users with 7 items, 10 with 6
 
 
 def test_evaluate_checkpoint_rescores_a_saved_model_in_a_fresh_process(tiny):

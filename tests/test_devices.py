@@ -65,3 +65,23 @@ def test_one_epoch_on_the_device_gives_the_cpu_losses(tiny, device, model):
         batch = next(iter(splits[0])).to(model_obj.device)
         first_losses[dev] = [loss.item() for loss in model_obj.calculate_loss(batch)]
     assert first_losses[device] == pytest.approx(first_losses["cpu"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("device", device_params())
+@pytest.mark.parametrize("model", ["MICRO", "LATTICE"])
+def test_mixed_precision_on_the_device_trains_and_stays_near_float32(tiny, device, model):
+    """RecBole's enable_amp: bfloat16 autocast on the CPU, float16 with its gradient scaler on CUDA."""
+    from recbole_micro.config import Config
+    from recbole_micro.quick_start import _build_data_and_model, run_recbole_micro
+
+    on_cuda = device == "cuda"
+    config = Config(model=model, dataset="tiny", config_dict=tiny.config_dict(use_gpu=on_cuda))
+    _, splits, model_obj = _build_data_and_model(config)
+    batch = next(iter(splits[0])).to(model_obj.device)
+    full = [loss.item() for loss in model_obj.calculate_loss(batch)]
+    with torch.autocast(device_type=device, dtype=torch.float16 if on_cuda else torch.bfloat16):
+        low = [loss.item() for loss in model_obj.calculate_loss(batch)]
+    assert low == pytest.approx(full, rel=3e-2, abs=1e-3)
+    result = run_recbole_micro(model=model, dataset="tiny", config_dict=tiny.config_dict(
+        use_gpu=on_cuda, epochs=2, enable_amp=True, enable_scaler=on_cuda))
+    assert 0.0 < result["test_result"]["recall@20"] <= 1.0
