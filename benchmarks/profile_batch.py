@@ -9,6 +9,8 @@ Examples:
     python benchmarks/profile_batch.py --model MICRO --dataset ml-100k --out benchmarks/results/profile
     python benchmarks/profile_batch.py --model MICRO --dataset ml-100k --set cl_kernel=chunked
     python benchmarks/profile_batch.py --model LATTICE --dataset ml-100k
+    python benchmarks/profile_batch.py --model MICRO --dataset scientific --config_files dataset/scientific/scientific.yaml \
+        --set enable_amp=True cl_anchors=batch
 """
 import argparse
 import functools
@@ -73,8 +75,9 @@ def main(argv=None):
 
     def step(batch):
         trainer.optimizer.zero_grad()
-        losses = model.calculate_loss(batch)
-        loss = sum(losses) if isinstance(losses, tuple) else losses
+        with torch.autocast(device_type=torch.device(config["device"]).type, enabled=bool(config["enable_amp"])):
+            losses = model.calculate_loss(batch)  # as RecBole's trainer: under autocast with enable_amp
+            loss = sum(losses) if isinstance(losses, tuple) else losses
         with torch.profiler.record_function("M::backward"):
             loss.backward()
         with torch.profiler.record_function("M::optimizer_step"):
