@@ -26,7 +26,7 @@ mkdir -p dataset
 # two workers started together prepare the dataset once: the second waits for the first
 flock dataset/.scientific.lock bash -c "test -f dataset/scientific/scientific.yaml || $PY -m dataset_prep.scientific --out dataset"
 "$PY" run_recbole_micro.py -d scientific --show_progress=False \
-    --compare ItemKNN BPR LightGCN VBPR NGCF SGL LATTICE MMGCN GRCN MICRO MICRO:cl_anchors=batch \
+    --compare ItemKNN BPR LightGCN VBPR NGCF SGL LATTICE MMGCN GRCN FREEDOM BM3 MGCN LGMRec MICRO MICRO:cl_anchors=batch \
     --tune-each --tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3" \
     --proposed MICRO --seeds 2020 2021 2022 --out "$OUT" --diagnose ${DEADLINE:+--deadline "$DEADLINE"}
 

@@ -24,6 +24,7 @@ RECBOLE_MODEL_SUBMODULES = (
     "exlib_recommender",
 )
 OUR_MODEL_PACKAGE = "recbole_micro.model.general_recommender"
+OUR_TRAINER_PACKAGE = "recbole_micro.trainer"
 
 
 def init_seed(seed, reproducibility):
@@ -147,13 +148,19 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """Return ``<Model>Trainer`` from ``recbole_micro.trainer.trainer``, else RecBole's trainer.
+    """Return ``<Model>Trainer`` from ``recbole_micro.trainer.<model>`` (a model with a trainer of its
+    own, e.g. BM3) or ``recbole_micro.trainer.trainer``, else RecBole's trainer.
 
     Every trainer returned loads its own checkpoints explicitly (torch >= 2.6 refuses RecBole's
     checkpoints by default): RecBole's trainers get :class:`CheckpointMixin` mixed in.
     """
     from recbole_micro.trainer import trainer as our_trainers
 
+    if model_name.lower() in _module_files(OUR_TRAINER_PACKAGE) - {"trainer"}:
+        own_module = importlib.import_module(f"{OUR_TRAINER_PACKAGE}.{model_name.lower()}")
+        ours = getattr(own_module, f"{model_name}Trainer", None)
+        if ours is not None:
+            return ours
     ours = getattr(our_trainers, f"{model_name}Trainer", None)
     if ours is not None:
         return ours

@@ -26,12 +26,6 @@ def make(tiny, **overrides):
     return BM3(config, train._dataset), config, train
 
 
-@pytest.fixture
-def with_bm3_trainer(monkeypatch):
-    """The registry as it will be once trainer.py imports BM3Trainer (the one line the lead adds)."""
-    monkeypatch.setattr(trainer_module, "BM3Trainer", BM3Trainer, raising=False)
-
-
 def tensor(rows):
     return torch.tensor(rows, dtype=torch.float32)
 
@@ -69,10 +63,12 @@ def test_fit_refuses_a_training_loader_that_samples_negatives(tiny):
         trainer.fit(sampling_train, saved=False)
 
 
-def test_the_registry_finds_the_trainer_once_trainer_py_imports_it(with_bm3_trainer):
+def test_the_registry_finds_the_trainer_in_its_own_module():
     from recbole.utils import ModelType
 
-    assert get_trainer(ModelType.GENERAL, "BM3") is BM3Trainer
+    assert get_trainer(ModelType.GENERAL, "BM3") is BM3Trainer  # recbole_micro/trainer/bm3.py
+    assert get_trainer(ModelType.GENERAL, "MICRO") is trainer_module.MICROTrainer
+    assert get_trainer(ModelType.GENERAL, "FREEDOM") is Trainer
 
 
 # ----- the encoder on the tiny user-item graph -----
@@ -236,7 +232,7 @@ def weights(result):
     return torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
 
 
-def test_two_epochs_save_a_checkpoint_that_reloads_to_the_same_test_result(tiny, monkeypatch, with_bm3_trainer):
+def test_two_epochs_save_a_checkpoint_that_reloads_to_the_same_test_result(tiny, monkeypatch):
     result = run(tiny)
     assert all(np.isfinite(v) and 0 < v <= 1 for v in result["test_result"].values()), result["test_result"]
     monkeypatch.delattr(np, "float", raising=False)  # as in a fresh process
@@ -248,7 +244,7 @@ def test_two_epochs_save_a_checkpoint_that_reloads_to_the_same_test_result(tiny,
 
 
 @pytest.mark.parametrize("enable_amp", [False, True])
-def test_same_seed_same_test_result_and_weights(tiny, with_bm3_trainer, enable_amp):
+def test_same_seed_same_test_result_and_weights(tiny, enable_amp):
     first, second = run(tiny, enable_amp=enable_amp), run(tiny, enable_amp=enable_amp)
     assert first["test_result"] == second["test_result"]
     assert all(np.isfinite(v) for v in first["test_result"].values())
@@ -256,12 +252,12 @@ def test_same_seed_same_test_result_and_weights(tiny, with_bm3_trainer, enable_a
         assert torch.equal(value, weights(second)[name]), name
 
 
-def test_a_run_with_negative_sampling_stops_before_training(tiny, with_bm3_trainer):
+def test_a_run_with_negative_sampling_stops_before_training(tiny):
     with pytest.raises(SettingsError, match=r"^train_neg_sample_args is .* allows no negative sampling"):
         run(tiny, train_neg_sample_args=UNIFORM)
 
 
-def test_killed_after_epoch_1_and_resumed_equals_3_epochs_straight(tiny, monkeypatch, with_bm3_trainer):
+def test_killed_after_epoch_1_and_resumed_equals_3_epochs_straight(tiny, monkeypatch):
     """Resume is inherited: the target view's dropout draws continue from the saved random states."""
     from recbole_micro.trainer.trainer import CheckpointMixin
 

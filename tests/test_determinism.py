@@ -16,6 +16,10 @@ RUNS = [
     ("LATTICE", {}),
     ("MICRO", {}),
     ("MICRO", {"cl_anchors": "batch"}),
+    ("FREEDOM", {}),
+    ("BM3", {}),
+    ("LGMRec", {}),
+    ("MGCN", {}),
 ]
 
 

@@ -39,7 +39,8 @@ def test_the_exact_contrastive_loss_under_bfloat16_matches_float64():
 
 PLUGIN_RUNS = [("MICRO", {}), ("MICRO", {"cl_anchors": "batch"}), ("MICRO", {"use_specific": False}),
                ("MICRO", {"use_contrastive": False, "use_specific": False}), ("MICRO", {"use_user_pref": False}),
-               ("MICRO", {"item_repr": "graph_feats"}), ("LATTICE", {}), ("VBPR", {}), ("MMGCN", {}), ("GRCN", {})]
+               ("MICRO", {"item_repr": "graph_feats"}), ("LATTICE", {}), ("VBPR", {}), ("MMGCN", {}), ("GRCN", {}),
+               ("FREEDOM", {}), ("BM3", {}), ("LGMRec", {}), ("MGCN", {})]
 
 
 @pytest.mark.parametrize("model, settings", PLUGIN_RUNS)

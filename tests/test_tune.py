@@ -15,7 +15,8 @@ HYPER_FILES = sorted((REPO / "hyper").rglob("*.hyper"))
 
 def test_there_is_a_params_file_for_every_compared_model():
     names = {path.stem.split("-")[0] for path in HYPER_FILES}
-    assert {"MICRO", "LATTICE", "VBPR", "MMGCN", "GRCN", "BPR", "LightGCN", "NGCF", "SGL", "ItemKNN"} <= names
+    assert {"MICRO", "LATTICE", "VBPR", "MMGCN", "GRCN", "BPR", "LightGCN", "NGCF", "SGL", "ItemKNN",
+            "FREEDOM", "BM3", "LGMRec", "MGCN"} <= names
 
 
 @pytest.mark.parametrize("path", HYPER_FILES, ids=lambda p: str(p.relative_to(REPO / "hyper")))

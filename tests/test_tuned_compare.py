@@ -157,7 +157,8 @@ def test_settings_a_model_cannot_use_are_found_and_a_run_says_so(tiny, capsys, m
     keys = ["learning_rate", "reg_weight", "embedding_size", "knn_k"]
     assert settings_not_used_by(get_model("BPR"), keys) == ["knn_k", "reg_weight"]
     assert settings_not_used_by(get_model("ItemKNN"), keys) == ["embedding_size", "knn_k", "learning_rate", "reg_weight"]
-    for model in ("LightGCN", "NGCF", "SGL", "VBPR", "MMGCN", "GRCN", "LATTICE", "MICRO"):
+    for model in ("LightGCN", "NGCF", "SGL", "VBPR", "MMGCN", "GRCN", "LATTICE", "MICRO",
+                  "FREEDOM", "BM3", "LGMRec", "MGCN"):
         assert "reg_weight" not in settings_not_used_by(get_model(model), keys) and "learning_rate" not in \
             settings_not_used_by(get_model(model), keys)
     assert settings_not_used_by(get_model("MICRO"), ["knn_k", "cl_anchors", "tau", "n_item_layers"]) == []
