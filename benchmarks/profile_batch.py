@@ -94,7 +94,7 @@ def main(argv=None):
         for batch in batches:
             step(batch)
     table = profile.key_averages().table(sort_by="cpu_time_total", row_limit=args.rows, max_name_column_width=60)
-    label = "-".join([args.model, args.dataset] + [f"{k}={v}" for k, v in settings.items()])
+    label = "-".join([args.model, args.dataset] + [f"{k}={v}" for k, v in settings.items()]).replace("/", "_")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": args.model, "dataset": args.dataset, "settings": settings, "batches": len(batches),
