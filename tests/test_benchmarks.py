@@ -171,3 +171,27 @@ def test_the_reading_of_a_comparison_folder_by_hand(tmp_path):
     assert "| MICRO:learning_rate=0.001 | 1 | meta | 9.6 | None | None | 0.58 |" in text
     assert "| MICRO:learning_rate=0.001 | 1 | 0 | 18.2 | 9.06 | 0.0 |" in text  # the first epoch ...
     assert "| MICRO:learning_rate=0.001 | 1 | 1 | 5.0 | 8.9 | 0.0025 |" in text  # ... and the best
+
+
+def test_the_amp_report_pairs_each_seed_with_its_float32_run(tmp_path):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from amp_report import report
+
+    folder = tmp_path / "tiny"
+    (folder / "logs").mkdir(parents=True)
+    rows = []
+    for seed, fp32, amp in ((1, 0.30, 0.28), (2, 0.34, 0.35)):
+        for model, score, curve in (("M", fp32, (0.1, 0.2)), ("M,enable_amp=True", amp, (0.1, 0.25, 0.3))):
+            log = f"logs/{model}-{seed}.log"
+            (folder / log).write_text("".join(f"valid_score: {v}\n" for v in curve) + "best eval result in epoch 1\n")
+            rows.append({"model": model, "seed": seed, "log": log, "test_recall@20": score, "test_ndcg@20": score / 2})
+    rows.append({"model": "M,enable_amp=True", "seed": 3, "test_recall@20": 0.5, "test_ndcg@20": 0.2})  # no fp32 pair
+    (folder / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = report(tmp_path).splitlines()
+    assert lines[2] == ("| tiny | M | recall@20 | 1: 0.3000 / 0.2800 (-0.0200), 2: 0.3400 / 0.3500 (+0.0100) "
+                        "| -0.0050 | 0.0283 |")
+    assert lines[3].startswith("| tiny | M | ndcg@20 | 1: 0.1500 / 0.1400 (-0.0100)")
+    assert lines[-2:] == ["| tiny | 1 | 1 / 1 | 0.2000 / 0.3000 | 0.0250 / 0.0500 over 2 |",
+                          "| tiny | 2 | 1 / 1 | 0.2000 / 0.3000 | 0.0250 / 0.0500 over 2 |"]
