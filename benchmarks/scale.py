@@ -29,6 +29,8 @@ Examples:
     python benchmarks/scale.py --sweep 10000 30000 100000 300000 --scales
     python benchmarks/scale.py --ann 10000 100000 --scales
     python benchmarks/scale.py --ann --ann-features /tmp/sci/scientific.textual.npy --scales
+    python benchmarks/scale.py --scales baby --models LightGCN MICRO FREEDOM BM3 LGMRec MGCN
+    python benchmarks/scale.py --peaks --scales  # GEMM and fused-L_C FLOP rates, float32 and bfloat16
     python benchmarks/scale.py --quick          # tiny sizes, a few seconds: checks the script
 """
 import argparse
@@ -62,6 +64,11 @@ MODELS = {
     "MICRO amp": ("MICRO", {"enable_amp": True}),
     "MICRO batch amp": ("MICRO", {"cl_anchors": "batch", "enable_amp": True}),
     "LATTICE amp": ("LATTICE", {"enable_amp": True}),
+    # the baselines of recent multimodal work
+    "FREEDOM": ("FREEDOM", {}),
+    "BM3": ("BM3", {}),
+    "LGMRec": ("LGMRec", {}),
+    "MGCN": ("MGCN", {}),
 }
 DEFAULT_MODELS = ["LightGCN", "VBPR", "LATTICE", "MICRO", "MICRO batch"]
 SCALES = ["baby", "sports", "clothing", "scientific", "clothing-synthetic", "scientific-real", "sparse-synthetic"]
