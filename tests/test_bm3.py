@@ -138,6 +138,8 @@ def test_both_regularisation_forms_on_hand_values(tiny):
     user_all[0] = tensor([3, 4])  # ||H_u||_F = 5
     item_all = torch.zeros(model.n_items, 2)
     item_all[3] = tensor([0, 1])  # ||H_i||_F = 1
+    assert model.reg_form == "official"  # the default: the authors' code's term
+    assert model.regularization(user, item, user_all, item_all).item() == pytest.approx(6 / model.n_items)
     model.reg_form = "paper"  # (1 + 4 + 9 + 8 + 1) / (2 * batch of 2)
     assert model.regularization(user, item, user_all, item_all).item() == pytest.approx(23 / 4)
     model.reg_form = "official"

@@ -17,11 +17,11 @@ the L2 term):
     - ``cl_weight`` weighs L_align + L_mask in the total loss (Eq. 10): 1.0 is the paper's
       unweighted sum, the authors' code multiplies them by 2.0 (its YAML's fixed ``cl_weight``).
     - ``reg_form`` (default ``official``): ``paper`` is lambda times the squared L2 norm of the
-      batch's user and item ID embeddings (RecBole's EmbLoss with ``require_pow``, per batch row); ``official`` is the
-      authors' code's term: the (not squared) Frobenius norms of the final user and item
-      embeddings of all users and items, summed and divided by the item count. The default is
-      ``official`` because the paper's lambda values were tuned with it; with ``paper`` at
-      lambda 0.1 the model collapses (docs/models.md).
+      batch's user and item ID embeddings (RecBole's EmbLoss with ``require_pow``, per batch row);
+      ``official`` is the authors' code's term: the (not squared) Frobenius norms of the final
+      user and item embeddings of all users and items, summed and divided by the item count. The
+      default is ``official`` because the paper's lambda values were tuned with it; with ``paper``
+      at lambda 0.1 the model collapses (docs/models.md).
     - ``feat_trainable: True`` trains copies of the raw feature tables, as the authors' code does
       (``nn.Embedding.from_pretrained(freeze=False)``); the paper uses them as fixed inputs.
     - ``item_id_residual`` adds the item ID embedding h_i^0 to the item's LightGCN layer mean
