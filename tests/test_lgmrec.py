@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from helpers import assert_every_parameter_learns, assert_full_sort_agrees_with_predict, build
 
 from recbole_micro.errors import SettingsError
+from recbole_micro.model import losses
 from recbole_micro.model.general_recommender.lgmrec import (
     LGMRec,
     cross_view_info_nce,
@@ -90,6 +91,27 @@ def test_the_infonce_of_eq11_on_hand_values():
     expected = math.log(math.exp(2) + math.exp(2 * c)) - 2.0
     assert cross_view_info_nce(anchor, target, torch.tensor([1]), tau).item() == pytest.approx(expected, rel=1e-6)
 
+
+
+@pytest.mark.parametrize("tau", [0.2, 1.0])
+def test_the_fused_denominators_equal_logsumexp_over_the_logits_in_value_and_gradients(tau):
+    """The all-keys log-sum-exp (fused attention in float32 here) against float64 logsumexp, repeated anchors."""
+    generator = torch.Generator().manual_seed(3)
+    raw = [torch.randn(n, 8, generator=generator, dtype=torch.float64) for n in (37, 53)]
+    rows = torch.tensor([0, 5, 5, 36, 12, 0, 7])
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        inputs = [x.to(dtype).requires_grad_() for x in raw]
+        anchors, keys = F.normalize(inputs[0][rows], dim=1), F.normalize(inputs[1], dim=1)
+        if dtype == torch.float32:
+            value = losses.log_sum_exp_over_keys(anchors, keys, tau)
+        else:
+            value = torch.logsumexp(anchors @ keys.t() / tau, dim=1).sum()
+        results.append([value, *torch.autograd.grad(value, inputs)])
+    assert losses.fused_attention_for(torch.zeros(1)) is not None  # the fused path is the one compared here
+    for got, want in zip(*results):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    assert float(results[1][2][0].abs().sum()) > 0  # a key no anchor names still gets a gradient
 
 # ----- the graphs and embeddings of the model on the tiny dataset -----
 def test_users_get_the_mean_of_their_items_features_and_the_sum_of_their_logits(tiny):

@@ -1,4 +1,5 @@
-"""The contrastive loss of MICRO: InfoNCE over all items (Eqs. 9-10), exact, with a hand-written backward.
+"""The contrastive losses: MICRO's InfoNCE over all items (Eqs. 9-10), exact, with a hand-written backward,
+and the all-keys log-sum-exp of a cross-view InfoNCE such as LGMRec's (its Eq. 11, :func:`log_sum_exp_over_keys`).
 
 Two kernels compute the same value and gradients:
 
@@ -353,29 +354,87 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_anchors = (weight.unsqueeze(1) * out - extra.unsqueeze(1) * _rows_of(keys[n:], rows)) * scale
             grad_p = grad_anchors if len(rows) == n else torch.zeros_like(p).index_add_(0, rows, grad_anchors)
-        if ctx.needs_input_grad[1] and getattr(attend, "low_precision", None) is not None:
-            # Low precision cannot hold the per-anchor log-weights as a key column (bf16 keeps 3
-            # significant digits of log w_r - lse_r); they scale the values instead, around their
-            # mean c, and the output is scaled back by exp(swapped lse - c).
-            exponent = torch.where(weight > 0, weight.clamp(min=1e-30).log() - lse, torch.zeros_like(lse))
-            shift = exponent[weight > 0].mean() if bool((weight > 0).any()) else exponent.new_zeros(())
-            value = anchors * torch.where(weight > 0, (exponent - shift).exp(), torch.zeros_like(weight)).unsqueeze(1)
-            swapped, swapped_lse = attend(keys, anchors / tau, value, 1.0)
-            grad_keys = swapped * (swapped_lse + shift).exp().unsqueeze(1) * scale
-            if len(rows) == n:  # own columns n..2n-1 in order
-                grad_keys[n:].sub_(extra.unsqueeze(1) * anchors * scale)
-            else:
-                grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
-        elif ctx.needs_input_grad[1]:
-            # anchors left out get a bias of -1e4: exp() makes their weight exactly 0, with no -inf
-            log_weight = torch.where(weight > 0, weight.clamp(min=1e-30).log(), torch.full_like(weight, -1e4))
-            query = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)  # (2n, d + 1)
-            key = torch.cat([anchors / tau, (log_weight - lse).unsqueeze(1)], dim=1)  # (R, d + 1)
-            value = _padded(anchors, d + 1)  # equal head sizes; the zero column is dropped below
-            swapped, swapped_lse = attend(query, key, value, 1.0)
-            grad_keys = swapped[:, :d] * swapped_lse.exp().unsqueeze(1) * scale
+        if ctx.needs_input_grad[1]:
+            kept = weight > 0
+            exponent = torch.where(kept, weight.clamp(min=1e-30).log() - lse, torch.zeros_like(lse))  # log w_r - lse_r
+            grad_keys = _weighted_anchor_sums(attend, keys, anchors, exponent, tau, kept) * scale
             if len(rows) == n:  # own columns n..2n-1 in order
                 grad_keys[n:].sub_(extra.unsqueeze(1) * anchors * scale)
             else:
                 grad_keys.index_add_(0, n + rows, -extra.unsqueeze(1) * anchors * scale)
         return grad_p, grad_keys, None, None, None
+
+
+def _weighted_anchor_sums(attend, keys, anchors, exponent, tau, kept=None):
+    r"""For every key j, :math:`\sum_r [kept_r]\, e^{k_j \cdot a_r / \tau + c_r} a_r` (c the ``exponent``), by one fused call.
+
+    The roles of the forward call swapped: queries [k_j, 1], keys [a_r / tau, c_r] and values a_r
+    at scale 1, whose softmax output times exp(its lse) is the sum. Anchors left out get a key
+    bias of -1e4 (exp() makes their weight exactly 0, with no -inf). Low precision cannot hold
+    c_r as a key column (bf16 keeps 3 significant digits), so there it scales the values
+    instead, around its mean, and the output is scaled back by exp(swapped lse + mean).
+
+    Returns:
+        torch.Tensor: (len(keys), d).
+    """
+    d = anchors.shape[1]
+    if kept is None:
+        kept = torch.ones_like(exponent, dtype=torch.bool)
+    if getattr(attend, "low_precision", None) is not None:
+        shift = exponent[kept].mean() if bool(kept.any()) else exponent.new_zeros(())
+        value = anchors * torch.where(kept, (exponent - shift).exp(), torch.zeros_like(exponent)).unsqueeze(1)
+        swapped, swapped_lse = attend(keys, anchors / tau, value, 1.0)
+        return swapped * (swapped_lse + shift).exp().unsqueeze(1)
+    bias = torch.where(kept, exponent, torch.full_like(exponent, -1e4))
+    query = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)  # (K, d + 1)
+    key = torch.cat([anchors / tau, bias.unsqueeze(1)], dim=1)  # (R, d + 1)
+    value = _padded(anchors, d + 1)  # equal head sizes; the zero column is dropped below
+    swapped, swapped_lse = attend(query, key, value, 1.0)
+    return swapped[:, :d] * swapped_lse.exp().unsqueeze(1)
+
+
+class _FusedLogSumExpOverKeys(torch.autograd.Function):
+    r"""Sum over anchors r of :math:`\log \sum_j \exp(a_r \cdot k_j / \tau)`, every key a negative, by fused attention.
+
+    Forward: one call with query a_r, keys and values k_j, scale 1/tau gives lse_r and
+    o_r = sum_j P_rj k_j. Backward: d/da_r = o_r / tau, d/dk_j = sum_r P_rj a_r / tau
+    (:func:`_weighted_anchor_sums` with c_r = -lse_r).
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, keys, tau, attend):
+        out, lse = attend(anchors, keys, keys, 1.0 / tau)
+        ctx.save_for_backward(anchors, keys, out, lse)
+        ctx.tau, ctx.attend = tau, attend
+        return lse.sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        anchors, keys, out, lse = ctx.saved_tensors
+        scale = grad / ctx.tau
+        grad_anchors = out * scale if ctx.needs_input_grad[0] else None
+        grad_keys = None
+        if ctx.needs_input_grad[1]:
+            grad_keys = _weighted_anchor_sums(ctx.attend, keys, anchors, -lse, ctx.tau) * scale
+        return grad_anchors, grad_keys, None, None
+
+
+def log_sum_exp_over_keys(anchors, keys, tau):
+    r"""Sum over anchors r of :math:`\log \sum_j \exp(a_r \cdot k_j / \tau)`: InfoNCE denominators whose negatives are all keys.
+
+    By fused attention where :func:`fused_attention_for` finds a working kernel for ``anchors``'
+    device and dtype (float32 on CPU and CUDA), with no (R, K) logits in memory; else by
+    ``logsumexp`` over the logits. Both give the formula's value and gradients.
+
+    Args:
+        anchors (torch.Tensor): (R, d) rows (repeats allowed), unit length for cosine logits.
+        keys (torch.Tensor): (K, d).
+        tau (float): temperature.
+
+    Returns:
+        torch.Tensor: scalar, differentiable in ``anchors`` and ``keys``.
+    """
+    attend = fused_attention_for(anchors)
+    if attend is None:
+        return torch.logsumexp(anchors @ keys.t() / tau, dim=1).sum()
+    return _FusedLogSumExpOverKeys.apply(anchors, keys, tau, attend)

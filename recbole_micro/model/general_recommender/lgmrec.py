@@ -50,6 +50,7 @@ from recbole_micro.errors import SettingsError
 from recbole_micro.model.abstract_recommender import InnerProductRecommender
 from recbole_micro.model.backbones import LightGCNBackbone, interaction_adjacency
 from recbole_micro.model.layers import NORM_EPS
+from recbole_micro.model.losses import log_sum_exp_over_keys
 from recbole_micro.model.sparse import FixedSparse, at_least_float32, row_normalized, scipy_to_torch
 
 CF_MODELS = ("mf", "lightgcn")
@@ -108,8 +109,9 @@ def cross_view_info_nce(anchor, target, rows, tau, reduce="sum"):
     r"""InfoNCE of Eq. 11: -log( e^{s(a_r, t_r)/tau} / sum_{r'} e^{s(a_r, t_{r'})/tau} ), s the cosine.
 
     The denominator runs over every row r' >= 1 of ``target`` (the positive among them; row 0, PAD,
-    left out); there are no same-view negatives. Computed in float32 as a (len(rows), n - 1)
-    block of logits: the batch against all users (or items), like a full-ranking score matrix.
+    left out); there are no same-view negatives. Computed in float32, the denominators by
+    :func:`~recbole_micro.model.losses.log_sum_exp_over_keys` (fused attention where it works,
+    so the batch-against-all-users block of logits is never stored).
 
     Args:
         anchor (torch.Tensor): (n, d) hypergraph embeddings of the anchor modality.
@@ -126,9 +128,8 @@ def cross_view_info_nce(anchor, target, rows, tau, reduce="sum"):
         a = F.normalize(anchor[rows], p=2, dim=1, eps=NORM_EPS)
         keys = F.normalize(target, p=2, dim=1, eps=NORM_EPS)
         positives = (a * keys[rows]).sum(dim=1) / tau
-        log_denominators = torch.logsumexp(a @ keys[1:].t() / tau, dim=1)  # Eq. 11
-        losses = log_denominators - positives
-        return losses.sum() if reduce == "sum" else losses.mean()
+        total = log_sum_exp_over_keys(a, keys[1:], tau) - positives.sum()  # Eq. 11
+        return total if reduce == "sum" else total / len(rows)
 
 
 class LGMRec(InnerProductRecommender):
