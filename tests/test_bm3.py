@@ -87,7 +87,7 @@ def test_encoder_is_lightgcn_on_the_symmetric_graph_plus_the_item_id_residual(ti
         assert row[n_users + i].item() == pytest.approx(1 / math.sqrt(deg_user * deg_item), rel=1e-5)
     with torch.no_grad():
         ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
-        mean = (ego + adjacency @ ego) / 2  # Eqs. 1-2 with L = 1
+        mean = (ego + adjacency @ ego) / 2  # Eqs. 2-3 with L = 1
         user_e, item_e = model.encode()
         torch.testing.assert_close(user_e, mean[:n_users])
         torch.testing.assert_close(item_e, mean[n_users:] + model.item_embedding.weight)

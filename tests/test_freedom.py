@@ -1,4 +1,4 @@
-"""FREEDOM: the frozen item graph and the pruned user-item graph by hand, Eqs. 8-13, and the model checks."""
+"""FREEDOM: the frozen item graph and the pruned user-item graph by hand, Eqs. 8-10 and the propagations before them, and the model checks."""
 import math
 
 import numpy as np
@@ -46,7 +46,7 @@ def test_item_graph_normalises_each_modality_then_mixes_with_alpha():
     other = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 0.1], [0.1, 1], [1, 0.2]], dtype=torch.float32)
     s1, s2 = binary_knn_graph(FIVE, 2), binary_knn_graph(other, 2)
     mixed = mixed_item_graph([s1, s2], [0.1, 0.9]).to_dense()
-    # every row has k = 2 ones, so D^-1/2 S D^-1/2 puts 1/sqrt(2 * 2) = 1/2 on every edge (Eq. 3)
+    # every row has k = 2 ones, so D^-1/2 S D^-1/2 puts 1/sqrt(2 * 2) = 1/2 on every edge (the normalisation before Eq. 3)
     expected = torch.zeros(6, 6)
     for (i, j) in [(1, 1), (1, 2), (2, 2), (2, 1), (3, 3), (3, 4), (4, 4), (4, 3), (5, 5), (5, 3)]:
         expected[i, j] += 0.1 * 0.5
@@ -85,7 +85,7 @@ def test_model_item_graph_is_the_mixture_of_its_features_graphs(tiny):
 def test_edge_probabilities_and_kept_counts_by_hand():
     users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1])  # d_u = 2, 1, 1; d_i = 1, 3
     expected = torch.tensor([1 / math.sqrt(2), 1 / math.sqrt(6), 1 / math.sqrt(3), 1 / math.sqrt(3)])
-    torch.testing.assert_close(degree_weights(users, items, 3, 2), expected)  # Eq. 6
+    torch.testing.assert_close(degree_weights(users, items, 3, 2), expected)  # the pruning's p_k (Eqs. 5-7)
     assert kept_edge_count(5, 0.8) == 1  # 5 * 0.2 is 1.0000000000000002 in floating point
     assert (kept_edge_count(10, 0.85), kept_edge_count(10, 0.85, "floor")) == (2, 1)
     assert kept_edge_count(7, 0.0) == 7
@@ -112,7 +112,7 @@ def test_pruned_graph_keeps_n_edges_normalised_by_their_own_degrees(tiny, renorm
     torch.testing.assert_close(dense, dense.t())
     block = dense[: model.n_users, model.n_users:]
     users, items = block.nonzero(as_tuple=True)
-    if renormalize:  # Eq. 7 with the pruned graph's degrees
+    if renormalize:  # re-normalised with the pruned graph's degrees
         d_u, d_i = (block > 0).sum(dim=1).float(), (block > 0).sum(dim=0).float()
         torch.testing.assert_close(block[users, items], (d_u[users] * d_i[items]).rsqrt())
     else:
@@ -154,11 +154,11 @@ def test_final_embeddings_are_eq11_on_dense_matrices(tiny):
         user_all, item_all = model.forward()
         adjacency = torch.sparse.mm(model.norm_adj, torch.eye(model.n_users + model.n_items))
         ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
-        light = (ego + adjacency @ ego + adjacency @ adjacency @ ego) / 3  # Eqs. 9-10, L_ui = 2
+        light = (ego + adjacency @ ego + adjacency @ adjacency @ ego) / 3  # LightGCN, L_ui = 2
         item_graph = model.item_item_graph().to_dense()
-        h_tilde = item_graph @ item_graph @ model.item_embedding.weight  # Eq. 8, L_ii = 2, last layer
+        h_tilde = item_graph @ item_graph @ model.item_embedding.weight  # the item graph, L_ii = 2, last layer
     torch.testing.assert_close(user_all, light[: model.n_users])
-    torch.testing.assert_close(item_all, light[model.n_users:] + h_tilde)  # Eq. 11
+    torch.testing.assert_close(item_all, light[model.n_users:] + h_tilde)  # Eq. 8
 
 
 def test_each_loss_term_on_hand_values(tiny):
@@ -174,7 +174,7 @@ def test_each_loss_term_on_hand_values(tiny):
         projection.weight[0, 0] = 1.0  # h^v = e^v W + 0: h^v_3 = (1, 0, ...), h^v_5 = 0
         projection.bias.zero_()
         model.feat_projections["textual"].weight.zero_()  # h^t = b_t for every item: a tie
-        # Eq. 13's lambda term: -log sigma(2 - 0) for the image, -log sigma(0) for the text
+        # Eq. 10's lambda term: -log sigma(2 - 0) for the image, -log sigma(0) for the text
         assert model.modality_bpr_loss(batch, user_all).item() == pytest.approx(
             -math.log(1 / (1 + math.exp(-2))) + math.log(2), rel=1e-5)
         model.user_embedding.weight.fill_(1.0)

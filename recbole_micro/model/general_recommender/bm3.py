@@ -25,7 +25,7 @@ the L2 term):
     - ``feat_trainable: True`` trains copies of the raw feature tables, as the authors' code does
       (``nn.Embedding.from_pretrained(freeze=False)``); the paper uses them as fixed inputs.
     - ``item_id_residual`` adds the item ID embedding h_i^0 to the item's LightGCN layer mean
-      (Eq. 2 and the authors' code); False leaves LightGCN's mean alone.
+      (Eq. 3 and the authors' code); False leaves LightGCN's mean alone.
     - The negative cosine C is -cos (paper); the authors' code writes 1 - cos, which differs by
       a constant per term: the same gradients, so no option.
     - The user-item graph is a sparse (U + N) square CSR matrix, multiplied in float32 also under
@@ -61,8 +61,8 @@ def negative_cosine(online, target):
 class BM3(InnerProductRecommender):
     r"""BM3: a LightGCN encoder trained by bootstrapping, without negatives.
 
-    The encoder gives :math:`h_u, h_i` (Eqs. 1-2) and each modality's latent
-    :math:`h_i^m = e_i^m W_m + b_m` (Eq. 3). A shared linear predictor makes the online view
+    The encoder gives :math:`h_u, h_i` (Eqs. 2-3) and each modality's latent
+    :math:`h_i^m = e_i^m W_m + b_m` (Eq. 1). A shared linear predictor makes the online view
     :math:`\dot{h} = h W_p + b_p` (Eq. 4); the target view is a detached dropout copy
     :math:`\tilde{h} = sg(h) \odot \mathrm{Bernoulli}` (Eq. 5). The loss reconstructs each
     interaction in both directions (Eq. 6), aligns each modality with the item's ID view (Eq. 8)
@@ -107,11 +107,11 @@ class BM3(InnerProductRecommender):
 
     # ----- encoders -----
     def encode(self):
-        """h_u (U, d) and h_i (N, d): the LightGCN layer mean (Eqs. 1-2), plus h_i^0 for items when
+        """h_u (U, d) and h_i (N, d): the LightGCN layer mean (Eqs. 2-3), plus h_i^0 for items when
         ``item_id_residual``."""
         user_e, item_e = self.backbone(self.user_embedding.weight, self.item_embedding.weight)
         if self.item_id_residual:
-            item_e = item_e + self.item_embedding.weight  # Eq. 2
+            item_e = item_e + self.item_embedding.weight  # Eq. 3
         return user_e, item_e
 
     def raw_feat(self, m):
@@ -119,7 +119,7 @@ class BM3(InnerProductRecommender):
         return self.raw_feats[m] if self.feat_trainable else self.modality_feat(m)
 
     def modality_latent(self, m, item=None):
-        """h_i^m = e_i^m W_m + b_m (Eq. 3): (B, d) for the items ``item``, (N, d) for all when None."""
+        """h_i^m = e_i^m W_m + b_m (Eq. 1): (B, d) for the items ``item``, (N, d) for all when None."""
         feat = self.raw_feat(m)
         return self.feat_projections[m](feat if item is None else feat[item])
 

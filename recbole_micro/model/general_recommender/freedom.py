@@ -8,18 +8,18 @@ Reference code:
     https://github.com/enoche/FREEDOM and https://github.com/enoche/MMRec (src/models/freedom.py)
 
 FREEDOM freezes LATTICE's item-item graph: per modality a binary cosine top-k graph built once
-from the raw features, normalised, and the modality graphs mixed with fixed weights (Eqs. 1-4).
+from the raw features, normalised, and the modality graphs mixed with fixed weights (Eqs. 1-3).
 It denoises the user-item graph by degree-sensitive edge pruning, resampled every epoch
-(Eqs. 5-7). Item ID embeddings are propagated over the frozen item graph (Eq. 8), user and item
-ID embeddings by LightGCN over the pruned user-item graph (Eqs. 9-10), and the item's final
-embedding is the sum of the two (Eq. 11). The loss is BPR plus a BPR loss per modality with the
-projected features as item vectors (Eqs. 12-13), plus an optional L2 term.
+(Eqs. 4-7). Item ID embeddings are propagated over the frozen item graph (before Eq. 8), user and item
+ID embeddings by LightGCN over the pruned user-item graph (before Eq. 8), and the item's final
+embedding is the sum of the two (Eq. 8). The loss is BPR plus a BPR loss per modality with the
+projected features as item vectors (Eqs. 9-10), plus an optional L2 term.
 
 Differences from the paper and the authors' code (each an option; the paper's behaviour by default):
-    - ``modality_graph_weights`` gives the mixing weights alpha_m (Eq. 4) for any set of
+    - ``modality_graph_weights`` gives the mixing weights alpha_m (Eq. 3) for any set of
       modalities (they must sum to 1). Empty: the paper's ``image_graph_weight`` (alpha_v = 0.1,
       the code's ``mm_image_weight``) for one image and one text modality, equal weights otherwise.
-    - Pruning (Eqs. 6-7) keeps ceil(|E| (1 - rho)) edges (paper); ``prune_rounding: floor`` keeps
+    - Pruning (Eqs. 5-7) keeps ceil(|E| (1 - rho)) edges (paper); ``prune_rounding: floor`` keeps
       the code's int(|E| (1 - rho)). Edges are drawn without replacement with probability
       proportional to p_k (the code's ``torch.multinomial``, drawn here by Gumbel top-k, the same
       distribution, with no 2^24-edge limit); ``prune_replacement: True`` draws n edges with
@@ -56,7 +56,7 @@ TEXT_NAMES = ("textual", "text")
 WEIGHT_SUM_TOLERANCE = 1e-6
 
 
-# ----- the frozen item-item graph (Eqs. 1-4) -----
+# ----- the frozen item-item graph (Eqs. 1-3) -----
 def binary_knn_graph(feat, k, chunk_size=None):
     """S^m: each item's top-k items by cosine similarity, every kept edge of weight 1 (Eqs. 1-2).
 
@@ -78,7 +78,7 @@ def binary_knn_graph(feat, k, chunk_size=None):
 
 
 def mixed_item_graph(graphs, weights):
-    """S = sum_m alpha_m D_m^-1/2 S^m D_m^-1/2 (Eqs. 3-4): each binary graph normalised, then mixed.
+    """S = sum_m alpha_m D_m^-1/2 S^m D_m^-1/2 (Eq. 3, the normalisation unnumbered): each graph normalised, then mixed.
 
     Args:
         graphs (list of SparseGraph): the binary kNN graphs S^m.
@@ -87,11 +87,11 @@ def mixed_item_graph(graphs, weights):
     Returns:
         SparseGraph: (N, M k) slots.
     """
-    return combine([symmetric_normalize(g) for g in graphs], weights)  # Eq. 3 inside, Eq. 4
+    return combine([symmetric_normalize(g) for g in graphs], weights)  # the normalisation inside, Eq. 3
 
 
 def modality_mixing_weights(names, explicit, image_weight):
-    """alpha_m per modality (Eq. 4): ``explicit`` if given, else the paper's image/text split, else equal.
+    """alpha_m per modality (Eq. 3): ``explicit`` if given, else the paper's image/text split, else equal.
 
     Args:
         names (list of str): the modalities used.
@@ -122,9 +122,9 @@ def modality_mixing_weights(names, explicit, image_weight):
     return [1.0 / len(names)] * len(names)
 
 
-# ----- the denoised user-item graph (Eqs. 5-7) -----
+# ----- the denoised user-item graph (Eqs. 4-7) -----
 def interaction_edges(inter_matrix):
-    """Distinct (user, item) training pairs (each one edge of A, Eq. 5), as two (E,) long tensors."""
+    """Distinct (user, item) training pairs (each one edge of A, Eq. 4), as two (E,) long tensors."""
     r = sp.csr_matrix(inter_matrix, dtype=np.float32)  # duplicate pairs are summed into one entry
     r.eliminate_zeros()
     coo = r.tocoo()
@@ -132,7 +132,7 @@ def interaction_edges(inter_matrix):
 
 
 def degree_weights(users, items, n_users, n_items):
-    """1 / sqrt(d_u d_i) per edge, with the degrees of these edges: p_k of Eq. 6, and Eq. 7's weights."""
+    """1 / sqrt(d_u d_i) per edge, with these edges' degrees: the pruning's p_k and the pruned weights (Eqs. 5-7)."""
     d_u = torch.bincount(users, minlength=n_users).to(torch.float32)
     d_i = torch.bincount(items, minlength=n_items).to(torch.float32)
     return (d_u[users] * d_i[items]).rsqrt()
@@ -145,7 +145,7 @@ def kept_edge_count(n_edges, prune_ratio, rounding="ceil"):
 
 
 def sample_edges(probs, n, replacement=False):
-    """Indices of the kept edges: n draws with probability proportional to ``probs`` (Eq. 6).
+    """Indices of the kept edges: n draws with probability proportional to ``probs`` (Eqs. 5-7).
 
     Without replacement (default) by Gumbel top-k, which has the distribution of drawing one
     edge at a time in proportion to ``probs`` among those left (torch.multinomial's); with
@@ -180,15 +180,15 @@ def bipartite_operator(users, items, values, n_users, n_items):
 
 
 def light_propagate(adjacency, user_e, item_e, n_layers):
-    """LightGCN: E_(l+1) = A E_(l), the output the mean of layers 0..L (Eqs. 9-10).
+    """LightGCN: E_(l+1) = A E_(l), the output the mean of layers 0..L (before Eq. 8).
 
     Returns:
         tuple: (U, d) user and (N, d) item embeddings.
     """
     layers = [torch.cat([user_e, item_e])]
     for _ in range(n_layers):
-        layers.append(adjacency.mm(layers[-1]))  # Eq. 9
-    out = torch.stack(layers).mean(dim=0)  # Eq. 10
+        layers.append(adjacency.mm(layers[-1]))  # a layer
+    out = torch.stack(layers).mean(dim=0)  # the readout
     return out[: user_e.shape[0]], out[user_e.shape[0]:]
 
 
@@ -262,7 +262,7 @@ class FREEDOM(InnerProductRecommender):
 
     @torch.no_grad()
     def build_item_graph(self, config):
-        """S (Eqs. 1-4), once: buffers ``item_graph_idx``/``_val`` (N, M k) and its CSR form (and transpose)."""
+        """S (Eqs. 1-3), once: buffers ``item_graph_idx``/``_val`` (N, M k) and its CSR form (and transpose)."""
         graph = mixed_item_graph([self.modality_knn_graph(m, config) for m in self.modality_names],
                                  self.mixing_weights)
         self.register_buffer("item_graph_idx", graph.idx, persistent=False)
@@ -272,12 +272,12 @@ class FREEDOM(InnerProductRecommender):
         self.register_buffer("item_adj_t", frozen.matrix_t, persistent=False)
 
     def item_item_graph(self):
-        """S (Eq. 4) as a SparseGraph."""
+        """S (Eq. 3) as a SparseGraph."""
         return SparseGraph(self.item_graph_idx, self.item_graph_val)
 
     @torch.no_grad()
     def build_interaction_graph(self, dataset):
-        """The edges of A (Eq. 5), their sampling weights p_k (Eq. 6) and the full D^-1/2 A D^-1/2 (evaluation)."""
+        """The edges of A (Eq. 4), their sampling weights p_k (Eqs. 5-7) and the full D^-1/2 A D^-1/2 (evaluation)."""
         users, items = interaction_edges(dataset.inter_matrix(form="coo"))
         probs = degree_weights(users, items, self.n_users, self.n_items)
         self.register_buffer("edge_users", users, persistent=False)
@@ -293,16 +293,16 @@ class FREEDOM(InnerProductRecommender):
 
     @torch.no_grad()
     def pruned_adjacency(self):
-        """A_rho of this epoch (Eqs. 6-7): the sampled edges, normalised by their own degrees.
+        """A_rho of this epoch (Eqs. 5-7): the sampled edges, normalised by their own degrees.
 
         Returns:
             FixedSparse: symmetric (U + N) square matrix.
         """
         n = kept_edge_count(self.edge_probs.numel(), self.prune_ratio, self.prune_rounding)
-        kept = sample_edges(self.edge_probs, n, self.prune_replacement)  # Eq. 6
+        kept = sample_edges(self.edge_probs, n, self.prune_replacement)  # Eqs. 5-7: the kept edges
         users, items = self.edge_users[kept], self.edge_items[kept]
         if self.prune_renormalize:
-            values = degree_weights(users, items, self.n_users, self.n_items)  # Eq. 7
+            values = degree_weights(users, items, self.n_users, self.n_items)  # Eqs. 5-7: renormalised
         else:
             values = self.edge_probs[kept]  # the full graph's weights on the kept edges
         return bipartite_operator(users, items, values, self.n_users, self.n_items)
@@ -325,34 +325,34 @@ class FREEDOM(InnerProductRecommender):
 
     # ----- embeddings -----
     def item_graph_embedding(self):
-        """h~ = S^L E_i (Eq. 8): item ID embeddings over the frozen item graph, the last layer, (N, d)."""
+        """h~ = S^L E_i (before Eq. 8): item ID embeddings over the frozen item graph, the last layer, (N, d)."""
         graph = FixedSparse(self.item_adj, self.item_adj_t)
         return propagate(graph, self.item_embedding.weight, self.n_item_layers)
 
     def user_item_embeddings(self, adjacency):
-        """h^_u (U, d), h^_i (N, d): LightGCN over ``adjacency`` (Eqs. 9-10)."""
+        """h^_u (U, d), h^_i (N, d): LightGCN over ``adjacency`` (before Eq. 8)."""
         return light_propagate(adjacency, self.user_embedding.weight, self.item_embedding.weight, self.n_layers)
 
     def forward(self):
-        """h_u = h^_u and h_i = h~_i + h^_i (Eq. 11): (U, d) and (N, d).
+        """h_u = h^_u and h_i = h~_i + h^_i (Eq. 8): (U, d) and (N, d).
 
         Training uses this epoch's pruned graph, evaluation the full one.
         """
         adjacency = self.training_adjacency() if self.training else self.full_adjacency()
         user_ui, item_ui = self.user_item_embeddings(adjacency)
-        return user_ui, item_ui + self.item_graph_embedding()  # Eq. 11
+        return user_ui, item_ui + self.item_graph_embedding()  # Eq. 8
 
     def raw_feat(self, m):
         """(N, d_m) raw features e^m (trainable copies when ``feat_trainable``)."""
         return self.raw_feats[m] if self.feat_trainable else self.modality_feat(m)
 
     def projected_feat(self, m):
-        """h^m = e^m W_m + b_m (Eq. 12), (N, d)."""
+        """h^m = e^m W_m + b_m (Eq. 9), (N, d)."""
         return self.feat_projections[m](self.raw_feat(m))
 
     # ----- losses -----
     def modality_bpr_loss(self, interaction, user_all):
-        """sum_m BPR(h_u, h^m_i, h^m_j) (the lambda term of Eq. 13): projected features as item vectors."""
+        """sum_m BPR(h_u, h^m_i, h^m_j) (the lambda term of Eq. 10): projected features as item vectors."""
         return sum(self.bpr_loss(interaction, user_all, self.projected_feat(m)) for m in self.modality_names)
 
     def regularization(self, interaction, user_all, item_all):
@@ -364,7 +364,7 @@ class FREEDOM(InnerProductRecommender):
                              require_pow=True)
 
     def calculate_loss(self, interaction):
-        """BPR (Eq. 13), lambda x the modality BPR losses (Eq. 13), reg_weight x L2: three logged terms."""
+        """BPR and lambda x the modality BPR losses (Eq. 10), reg_weight x L2: three logged terms."""
         self.clear_cache()
         user_all, item_all = self.forward()
         mf_loss = self.bpr_loss(interaction, user_all, item_all)

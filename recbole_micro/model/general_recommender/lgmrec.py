@@ -289,11 +289,11 @@ class LGMRec(InnerProductRecommender):
         return local + self.alpha * F.normalize(global_, p=2, dim=1, eps=NORM_EPS)  # Eq. 12
 
     def embeddings(self):
-        """Every embedding of one pass (Eqs. 1-12).
+        """Every embedding of one pass (Eqs. 1-10 and 12).
 
         Returns:
             dict: ``user``, ``item``: (U, d), (N, d) final embeddings E*; ``hyper``: {m: ((U, d), (N, d))}
-            the hypergraph embeddings of Eq. 11.
+            the hypergraph embeddings of Eq. 9, which Eq. 11 contrasts.
         """
         user_c, item_c = self.collaborative_embeddings()
         modality = [self.modality_graph_embedding(m) for m in self.modality_names]
