@@ -100,6 +100,11 @@ def test_each_row_is_tuned_on_validation_then_compared_and_a_rerun_runs_nothing(
                                                grid=parse_grid("learning_rate=1e-3,5e-2"), config_dict=settings,
                                                proposed=["VBPR"], log=lambda *a: None)
     assert chosen_again == chosen and len(again) == 4
+    # a command comparing fewer rows in the same folder keeps the other rows' choices in chosen.json
+    run_tuned_comparison(["BPR"], "tiny", [1, 2], out, grid=parse_grid("learning_rate=1e-3,5e-2"),
+                         config_dict=settings, proposed=["BPR"], log=lambda *a: None)
+    assert json.loads((out / "chosen.json").read_text()) == chosen
+    assert "VBPR" not in (out / "table.md").read_text()  # the table is the command's rows
 
 
 def test_the_command_line_refuses_a_row_without_a_grid_before_any_run(tiny):

@@ -11,7 +11,8 @@ all rows (``--tune-grid "learning_rate=5e-4,1e-3,5e-3 reg_weight=1e-5,1e-4,1e-3"
 
 Written to ``out_dir`` besides the comparison's files: ``tuning.jsonl`` (one line per tried
 point: what makes tuning resumable), ``chosen.json`` (each row's chosen settings, validation
-score and budget) and ``tuning.md`` (the same as a table, and the budget); ``table.md`` ends
+score and budget; the rows of earlier commands on the same folder that this one does not
+compare are kept) and ``tuning.md`` (the same as a table, and the budget); ``table.md`` ends
 with each row's chosen settings.
 
 Each tuning run is also the comparison's run of that point with the first seed (same settings,
@@ -141,6 +142,16 @@ def read_trials(out_dir):
     return read_jsonl(Path(out_dir) / "tuning.jsonl")
 
 
+def read_chosen(out_dir):
+    """``out_dir/chosen.json`` ({row: chosen trial}); {} when there is none or it cannot be read
+    (it is derived from ``tuning.jsonl``, so nothing is lost by writing it again)."""
+    try:
+        chosen = json.loads((Path(out_dir) / "chosen.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return chosen if isinstance(chosen, dict) else {}
+
+
 def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir=None, config_file_list=None,
                          config_dict=None, proposed=None, log=print, diagnose=False, deadline=None):
     """Tune every row on validation with its grid (first seed), then compare the chosen points over ``seeds``.
@@ -234,7 +245,9 @@ def run_tuned_comparison(models, dataset, seeds, out_dir, grid=None, hyper_dir=N
         progress.timings.pop(label, None)
     trials = read_trials(out_dir)
     chosen = {model: choice(model, trials) for model in models}
-    write_atomically(out_dir / "chosen.json", lambda tmp: Path(tmp).write_text(json.dumps(chosen, indent=1)))
+    kept = {m: c for m, c in read_chosen(out_dir).items() if m not in chosen}  # rows of other commands on this folder
+    write_atomically(out_dir / "chosen.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps({**chosen, **kept}, indent=1)))
     table = tuning_table(chosen, grids, tune_seed) + "\n"
     write_atomically(out_dir / "tuning.md", lambda tmp: Path(tmp).write_text(table))
     rows = [_with_point(model, chosen[model]["point"]) for model in models]
