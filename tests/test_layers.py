@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from recbole_micro.model import layers
 from recbole_micro.model.layers import (
     SparseGraph,
     combine,
@@ -41,6 +42,17 @@ def test_knn_suppresses_negative_similarities_and_pad():
     assert (graph.val >= 0).all()
     assert (graph.val[0] == 0).all() and (graph.idx[1:] != 0).all()
 
+
+
+def test_a_k_above_the_item_count_keeps_every_item_and_warns_once(caplog, monkeypatch):
+    monkeypatch.setattr(layers, "_WIDE_K_WARNED", set())  # whatever ran before in this process
+    with caplog.at_level("WARNING"):
+        graphs = [knn_graph(UNIT_FEATURES, k=9) for _ in range(2)]
+    assert all(g.idx.shape == (6, 5) for g in graphs)  # all five items, PAD left out
+    assert set(as_sets(graphs[0])[1]) == {1, 2, 3, 4, 5}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["knn_k is 9, but there are only 5 items: each item keeps all 5 (a dense item graph, "
+                        "5 edges a row); set knn_k below 5 for a sparse one."]
 
 def test_symmetric_normalisation_values():
     # Edges 1->1 (1), 1->2 (2), 2->2 (1.5), 2->3 (0.5), 3->3 (1); row 0 is PAD. Row sums d = [0, 3, 2, 1].

@@ -40,6 +40,23 @@ def test_knn_graph_keeps_each_item_and_its_nearest_item_with_symmetric_weights()
     torch.testing.assert_close(graph.to_dense(), expected)  # PAD: no row, no column
 
 
+
+@pytest.mark.parametrize("model_name", ["MGCN", "FREEDOM", "MICRO"])
+def test_a_knn_k_above_the_item_count_is_warned_about_even_when_the_graphs_come_from_the_cache(
+        tiny, caplog, monkeypatch, model_name):
+    from recbole_micro.model import layers
+    from recbole_micro.registry import get_model
+
+    for attempt in range(2):  # the second model's graphs come from the graph cache the first one wrote
+        monkeypatch.setattr(layers, "_WIDE_K_WARNED", set())
+        caplog.clear()
+        config, _, (train, _, _) = build(model_name, tiny, embedding_size=8, knn_k=1000)
+        with caplog.at_level("WARNING"):
+            model = get_model(model_name)(config, train._dataset)
+        n = model.n_items - 1
+        assert f"knn_k is 1000, but there are only {n} items" in caplog.text, attempt
+        assert list((tiny.root / "saved" / "graph_cache").iterdir())  # the graphs are cached
+
 def test_the_models_graphs_are_the_knn_graphs_of_the_raw_features_and_stay_frozen(tiny):
     model, train = make(tiny, feat_trainable=True)
     before = {}

@@ -17,6 +17,7 @@ from recbole_micro.model.layers import (
     freeze,
     knn_graph,
     knn_rows,
+    neighbour_count,
     normalize_attached,
     propagate,
     propagate_rows,
@@ -163,6 +164,7 @@ class ItemGraphRecommender(InnerProductRecommender):
         """Every setting of the item graphs and the backbone, read once into a same-named attribute."""
         self.embedding_size = config["embedding_size"]
         self.knn_k = config["knn_k"]
+        neighbour_count(self.knn_k, self.n_items)  # a warning when knn_k is above the item count
         self.knn_chunk_size = config["knn_chunk_size"]
         self.knn_backend = config["knn_backend"]
         self.knn_faiss_factory = config["knn_faiss_factory"]

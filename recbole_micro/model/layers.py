@@ -8,6 +8,7 @@ row chunks of O(chunk x N). Item 0 is RecBole's PAD: it has no edges and is nobo
 
 Equation numbers refer to MICRO (TKDE); LATTICE's Eqs. 1-5 are the same operations.
 """
+from logging import getLogger
 from typing import NamedTuple
 
 import torch
@@ -44,6 +45,22 @@ def chunk_rows(n_rows, n_cols, chunk_size=None):
     return max(1, min(n_rows, DEFAULT_CHUNK_ELEMENTS // max(n_cols, 1)))
 
 
+_WIDE_K_WARNED = set()  # (k, N) pairs already warned about
+
+
+def neighbour_count(k, n):
+    """The neighbours an item keeps among ``n`` rows (PAD included): ``min(k, n - 1)``.
+
+    A ``k`` above ``n - 1`` is warned about once per (k, n) in the process (learned graphs are
+    rebuilt every pass): every item then keeps every item, a dense graph.
+    """
+    if k > n - 1 and (k, n) not in _WIDE_K_WARNED:
+        _WIDE_K_WARNED.add((k, n))
+        getLogger().warning(f"knn_k is {k}, but there are only {n - 1} items: each item keeps all {n - 1} "
+                            f"(a dense item graph, {n - 1} edges a row); set knn_k below {n - 1} for a sparse one.")
+    return min(k, n - 1)
+
+
 def knn_graph(feat, k, chunk_size=None):
     """Cosine kNN graph (Eqs. 1-2): each item keeps its k most similar items.
 
@@ -54,14 +71,14 @@ def knn_graph(feat, k, chunk_size=None):
 
     Args:
         feat (torch.Tensor): (N, d) item features; row 0 is PAD.
-        k (int): neighbours per item.
+        k (int): neighbours per item; above N - 1 it is N - 1, with a warning.
         chunk_size (int): rows per similarity block (default: from DEFAULT_CHUNK_ELEMENTS).
 
     Returns:
-        SparseGraph: (N, k) neighbours and similarities.
+        SparseGraph: (N, min(k, N - 1)) neighbours and similarities.
     """
     n = feat.shape[0]
-    k = min(k, n - 1)
+    k = neighbour_count(k, n)
     unit = F.normalize(feat, p=2, dim=1, eps=NORM_EPS)
     step = chunk_rows(n, n, chunk_size)
     idx_chunks, val_chunks = [], []

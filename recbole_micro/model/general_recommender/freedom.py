@@ -47,7 +47,15 @@ from recbole_micro.errors import SettingsError
 from recbole_micro.files import is_writer
 from recbole_micro.model.abstract_recommender import InnerProductRecommender
 from recbole_micro.model.graph_cache import cached_graph
-from recbole_micro.model.layers import SparseGraph, combine, freeze, knn_graph, propagate, symmetric_normalize
+from recbole_micro.model.layers import (
+    SparseGraph,
+    combine,
+    freeze,
+    knn_graph,
+    neighbour_count,
+    propagate,
+    symmetric_normalize,
+)
 from recbole_micro.model.sparse import FixedSparse
 
 YAML = "properties/model/FREEDOM.yaml"
@@ -210,6 +218,7 @@ class FREEDOM(InnerProductRecommender):
         self.n_layers = config["n_layers"]
         self.n_item_layers = config["n_item_layers"]
         self.knn_k = config["knn_k"]
+        neighbour_count(self.knn_k, self.n_items)  # a warning when knn_k is above the item count
         self.knn_chunk_size = config["knn_chunk_size"]
         self.graph_cache = config["graph_cache"]
         self.image_graph_weight = config["image_graph_weight"]

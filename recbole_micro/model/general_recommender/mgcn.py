@@ -59,7 +59,15 @@ from recbole_micro.files import is_writer
 from recbole_micro.model.abstract_recommender import InnerProductRecommender
 from recbole_micro.model.backbones import LightGCNBackbone, interaction_adjacency
 from recbole_micro.model.graph_cache import cached_graph
-from recbole_micro.model.layers import NORM_EPS, SparseGraph, freeze, knn_graph, propagate, symmetric_normalize
+from recbole_micro.model.layers import (
+    NORM_EPS,
+    SparseGraph,
+    freeze,
+    knn_graph,
+    neighbour_count,
+    propagate,
+    symmetric_normalize,
+)
 from recbole_micro.model.sparse import FixedSparse, at_least_float32, bipartite_adjacency, scipy_to_torch
 
 
@@ -127,6 +135,7 @@ class MGCN(InnerProductRecommender):
         self.n_item_layers = config["n_item_layers"]
         self.attention_softmax = config["attention_softmax"]
         self.knn_k = config["knn_k"]
+        neighbour_count(self.knn_k, self.n_items)  # a warning when knn_k is above the item count
         self.knn_chunk_size = config["knn_chunk_size"]
         self.feat_trainable = config["feat_trainable"]
         self.cl_weight = config["cl_weight"]
