@@ -5,7 +5,7 @@
 
 The default key counts are Amazon Scientific's users and items (PAD left out), the batch the
 project's training batch. Writes ``benchmarks/results/cross-view-kernel.csv`` (one row per key
-count: milliseconds per call of each kernel and their largest relative difference in value).
+count: milliseconds per call of each kernel and the relative difference of their values).
 """
 
 import argparse

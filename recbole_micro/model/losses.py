@@ -346,7 +346,7 @@ class _FusedLogSumExpOverNegatives(torch.autograd.Function):
     def backward(ctx, grad, _):
         p, keys, rows, out, lse, weight = ctx.saved_tensors
         tau, attend = ctx.tau, ctx.attend
-        n, d = p.shape
+        n = p.shape[0]
         anchors = _rows_of(p, rows)
         scale = grad / tau
         extra = torch.where(weight > 0, weight - 1.0, weight)  # w_r - 1, and 0 for the anchors left out
@@ -378,14 +378,13 @@ def _weighted_anchor_sums(attend, keys, anchors, exponent, tau, kept=None):
         torch.Tensor: (len(keys), d).
     """
     d = anchors.shape[1]
-    if kept is None:
-        kept = torch.ones_like(exponent, dtype=torch.bool)
     if getattr(attend, "low_precision", None) is not None:
+        kept = torch.ones_like(exponent, dtype=torch.bool) if kept is None else kept
         shift = exponent[kept].mean() if bool(kept.any()) else exponent.new_zeros(())
         value = anchors * torch.where(kept, (exponent - shift).exp(), torch.zeros_like(exponent)).unsqueeze(1)
         swapped, swapped_lse = attend(keys, anchors / tau, value, 1.0)
         return swapped * (swapped_lse + shift).exp().unsqueeze(1)
-    bias = torch.where(kept, exponent, torch.full_like(exponent, -1e4))
+    bias = exponent if kept is None else torch.where(kept, exponent, torch.full_like(exponent, -1e4))
     query = torch.cat([keys, torch.ones_like(keys[:, :1])], dim=1)  # (K, d + 1)
     key = torch.cat([anchors / tau, bias.unsqueeze(1)], dim=1)  # (R, d + 1)
     value = _padded(anchors, d + 1)  # equal head sizes; the zero column is dropped below
